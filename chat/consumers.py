@@ -1,0 +1,226 @@
+"""The room WebSocket: parse a frame, call one service, send events. Protocol in README.md."""
+
+import asyncio
+import json
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chat import selectors, services
+from chat.events import encode, member_event, message_event, room_group, user_group
+from chat.ordering import SeqOrderer
+from chat.presence import presence
+
+logger = logging.getLogger("chat.ws")
+
+CLOSE_UNAUTHENTICATED = 4001
+CLOSE_DEACTIVATED = 4003
+CLOSE_UNKNOWN_ROOM = 4004
+CLOSE_FRAME_TOO_LARGE = 4009
+GAP_WAIT_SECONDS = 0.5
+
+
+def parse_since(raw: str | None) -> tuple[int | None, str | None]:
+    """Return (since, error)."""
+    if raw is None or raw == "":
+        return None, None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        return None, "since must be a non-negative integer."
+    return int(raw), None
+
+
+def parse_frame(text: str) -> dict:
+    """A JSON object is a command; any other text is the content of a message."""
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        frame = None
+    return frame if isinstance(frame, dict) else {"type": "message", "content": text}
+
+
+class RoomConsumer(AsyncWebsocketConsumer):
+    room = None
+    orderer: SeqOrderer | None = None
+    tasks: list
+
+    async def connect(self):
+        self.tasks = []
+        self.user = self.scope.get("user")
+        await self.accept()
+        if self.user is None:
+            logger.info("ws close %s: token not accepted", CLOSE_UNAUTHENTICATED)
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        room_name = self.scope["url_route"]["kwargs"]["room"]
+        room = await database_sync_to_async(selectors.room_get)(name=room_name)
+        if room is None:
+            await self.close(code=CLOSE_UNKNOWN_ROOM)
+            return
+        since, since_error = parse_since(self._query_param("since"))
+
+        self.room = room
+        self.order_lock = asyncio.Lock()
+        # Subscribe before reading history, so nothing committed from here on can be missed.
+        await self.channel_layer.group_add(room_group(room.pk), self.channel_name)
+        await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+        first = await presence.connect(
+            room_id=room.pk, user_id=self.user.pk, username=self.user.username, channel=self.channel_name
+        )
+        users = await presence.users(room_id=room.pk)
+        await self.send_event({"type": "presence", "room": room.name, "users": users})
+        if since_error:
+            await self.send_error("bad_request", since_error)
+        await self._replay(since)
+        if first:
+            await self._room_send("chat.member", text=encode(member_event("join", room=room, user=self.user)))
+        self.tasks.append(asyncio.create_task(self._close_at_expiry()))
+
+    async def disconnect(self, code):
+        for task in self.tasks:
+            task.cancel()
+        if self.room is None:
+            return
+        await self.channel_layer.group_discard(room_group(self.room.pk), self.channel_name)
+        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+        last = await presence.disconnect(room_id=self.room.pk, user_id=self.user.pk, channel=self.channel_name)
+        if last:
+            await self._room_send("chat.member", text=encode(member_event("leave", room=self.room, user=self.user)))
+
+    async def receive(self, text_data=None, bytes_data=None):
+        """Handle one client frame."""
+        payload = text_data if text_data is not None else bytes_data or b""
+        size = len(payload.encode("utf-8", "surrogatepass")) if isinstance(payload, str) else len(payload)
+        if size > settings.CHAT_MAX_FRAME_BYTES:
+            logger.info("ws close %s: frame of %d bytes", CLOSE_FRAME_TOO_LARGE, size)
+            await self.close(code=CLOSE_FRAME_TOO_LARGE)
+            return
+        if text_data is None:
+            await self.send_error("bad_request", "Binary frames are not supported; send JSON text.")
+            return
+        frame = parse_frame(text_data)
+        kind = frame.get("type")
+        if kind == "message":
+            await self._message(frame)
+        elif kind == "typing":
+            await self._room_send(
+                "chat.typing",
+                user_id=self.user.pk,
+                text=encode(
+                    {
+                        "type": "typing",
+                        "room": self.room.name,
+                        "user": {"id": self.user.pk, "username": self.user.username},
+                    }
+                ),
+            )
+        else:
+            await self.send_error("bad_request", 'type must be "message" or "typing".', frame.get("client_id"))
+
+    async def _message(self, frame: dict) -> None:
+        client_id = frame.get("client_id")
+        if "content" not in frame:
+            await self.send_error("bad_request", "content is required.", client_id)
+            return
+        try:
+            result = await database_sync_to_async(services.message_create)(
+                room=self.room, user=self.user, content=frame["content"], client_id=client_id
+            )
+        except services.MessageRejected as exc:
+            await self.send_error(exc.code, exc.detail, client_id)
+            return
+        except Exception:
+            logger.error("message from user %s in room %s not stored", self.user.pk, self.room.name, exc_info=True)
+            await self.send_error("unavailable", "The message could not be stored; send it again.", client_id)
+            return
+        if not result.created:  # a repeated client_id: acknowledge to this socket only
+            await self.send(text_data=encode(message_event(result.message)))
+
+    # --- channel layer handlers -----------------------------------------------------------
+
+    async def chat_message(self, event):
+        """Deliver a committed message in seq order."""
+        async with self.order_lock:
+            await self._send_all(self.orderer.offer(event["seq"], event["text"]))
+            if self.orderer.hole() is not None and not any(t.get_name() == "gap" for t in self._live_tasks()):
+                self.tasks.append(asyncio.create_task(self._fill_holes(), name="gap"))
+
+    async def chat_member(self, event):
+        """Deliver a join or leave."""
+        await self.send(text_data=event["text"])
+
+    async def chat_typing(self, event):
+        """Deliver a typing notice to everyone but the typist."""
+        if event["user_id"] != self.user.pk:
+            await self.send(text_data=event["text"])
+
+    async def user_deactivated(self, event):
+        """Close every socket of a deactivated user."""
+        logger.info("ws close %s: user %s deactivated", CLOSE_DEACTIVATED, self.user.pk)
+        await self.close(code=CLOSE_DEACTIVATED)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    async def send_event(self, event: dict) -> None:
+        await self.send(text_data=encode(event))
+
+    async def send_error(self, code: str, detail: str, client_id=None) -> None:
+        event = {"type": "error", "code": code, "detail": detail}
+        if isinstance(client_id, str) and len(client_id) <= services.CLIENT_ID_MAX_LENGTH:
+            event["client_id"] = client_id
+        await self.send_event(event)
+
+    def _query_param(self, name: str) -> str | None:
+        from urllib.parse import parse_qs
+
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get(name)
+        return values[0] if values else None
+
+    async def _room_send(self, handler: str, **fields) -> None:
+        try:
+            await self.channel_layer.group_send(room_group(self.room.pk), {"type": handler, **fields})
+        except Exception:
+            logger.error("channel layer send to room %s failed", self.room.pk, exc_info=True)
+
+    async def _replay(self, since: int | None) -> None:
+        if since is None:
+            last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=self.room.pk)
+            self.orderer = SeqOrderer(next_seq=last_seq + 1)
+            return
+        messages, last_seq = await database_sync_to_async(selectors.message_replay)(
+            room_id=self.room.pk, after=since, limit=settings.CHAT_REPLAY_LIMIT
+        )
+        # Live delivery resumes after the room's newest message; a client more than
+        # CHAT_REPLAY_LIMIT behind pages the rest with GET /messages?after=.
+        self.orderer = SeqOrderer(next_seq=max(last_seq, since) + 1)
+        await self._send_all(encode(message_event(m)) for m in messages)
+
+    async def _fill_holes(self) -> None:
+        while True:
+            await asyncio.sleep(GAP_WAIT_SECONDS)
+            hole = self.orderer.hole()
+            if hole is None:
+                return
+            after, upto = hole
+            messages = await database_sync_to_async(selectors.message_range)(
+                room_id=self.room.pk, after=after, upto=upto
+            )
+            async with self.order_lock:
+                found = {m.seq: encode(message_event(m)) for m in messages}
+                await self._send_all(self.orderer.fill(upto, found))
+
+    async def _close_at_expiry(self) -> None:
+        expires_at = self.scope.get("token_expires_at") or time.time()
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        logger.info("ws close %s: token expired for user %s", CLOSE_UNAUTHENTICATED, self.user.pk)
+        await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    def _live_tasks(self):
+        self.tasks = [t for t in self.tasks if not t.done()]
+        return self.tasks
+
+    async def _send_all(self, texts) -> None:
+        for text in texts:
+            await self.send(text_data=text)

@@ -1,0 +1,79 @@
+"""The one place that shapes what leaves the server about a message, and sends it to groups.
+
+Group names come from ids, never from user text: `room.<id>` and `user.<id>`.
+"""
+
+import json
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from chat.models import Message, Room
+
+logger = logging.getLogger("chat.events")
+
+
+def room_group(room_id: int) -> str:
+    return f"room.{room_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def user_payload(user) -> dict:
+    return {"id": user.pk, "username": user.username}
+
+
+def message_payload(message: Message) -> dict:
+    """Return the message object, identical over REST and WebSocket."""
+    return {
+        "id": message.pk,
+        "seq": message.seq,
+        "room": message.room.name,
+        "user": user_payload(message.user),
+        "content": message.content,
+        "timestamp": message.created.isoformat(),
+        "client_id": message.client_id,
+    }
+
+
+def message_event(message: Message) -> dict:
+    return {"type": "message", **message_payload(message)}
+
+
+def member_event(kind: str, *, room: Room | str, user) -> dict:
+    """A `join` or `leave` event."""
+    name = room if isinstance(room, str) else room.name
+    return {"type": kind, "room": name, "user": user_payload(user), "timestamp": timezone.now().isoformat()}
+
+
+def encode(event: dict) -> str:
+    """Serialise an event once; every socket then sends the same text."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+def _group_send(group: str, message: dict) -> bool:
+    """Send to a group; the database stays the record, so a failed send is logged, not raised."""
+    layer = get_channel_layer()
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:
+        logger.exception("channel layer send to %s failed", group)
+        return False
+    return True
+
+
+def publish_message(message: Message) -> bool:
+    """Broadcast a committed message to its room (consumer handler: chat_message)."""
+    return _group_send(
+        room_group(message.room_id),
+        {"type": "chat.message", "seq": message.seq, "text": encode(message_event(message))},
+    )
+
+
+def publish_user_deactivated(*, user_id: int) -> bool:
+    """Tell every socket of the user to close with 4003 (consumer handler: user_deactivated)."""
+    return _group_send(user_group(user_id), {"type": "user.deactivated"})

@@ -1,0 +1,40 @@
+"""Checks for GET /healthz: the database answers a query, the channel layer carries a message."""
+
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection
+
+logger = logging.getLogger("chat.health")
+TIMEOUT_SECONDS = 2.0
+
+
+def database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except Exception:
+        logger.warning("health: database check failed", exc_info=True)
+        return False
+
+
+async def _layer_round_trip() -> bool:
+    layer = get_channel_layer()
+    channel = await layer.new_channel("healthz.")
+    await layer.send(channel, {"type": "healthz.ping"})
+    received = await layer.receive(channel)
+    return received.get("type") == "healthz.ping"
+
+
+def channel_layer_ok() -> bool:
+    async def check() -> bool:
+        return await asyncio.wait_for(_layer_round_trip(), TIMEOUT_SECONDS)
+
+    try:
+        return async_to_sync(check)()
+    except Exception:
+        logger.warning("health: channel layer check failed", exc_info=True)
+        return False

@@ -1,0 +1,60 @@
+"""Who is online where: one small interface, an in-process store now, Redis for several nodes.
+
+A user is online in a room while at least one of their sockets is connected to it, so
+`connect` reports the first socket (time to announce a join) and `disconnect` the last
+(time to announce a leave).
+"""
+
+import threading
+from collections import defaultdict
+
+
+class InProcessPresence:
+    """Presence for a single server process. Thread-safe: REST views read it from worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # room id -> user id -> set of channel names
+        self._sockets: dict[int, dict[int, set[str]]] = defaultdict(dict)
+        self._usernames: dict[int, str] = {}
+
+    async def connect(self, *, room_id: int, user_id: int, username: str, channel: str) -> bool:
+        """Record a socket; True when it is the user's first in the room."""
+        with self._lock:
+            channels = self._sockets[room_id].setdefault(user_id, set())
+            first = not channels
+            channels.add(channel)
+            self._usernames[user_id] = username
+            return first
+
+    async def disconnect(self, *, room_id: int, user_id: int, channel: str) -> bool:
+        """Forget a socket; True when it was the user's last in the room."""
+        with self._lock:
+            users = self._sockets.get(room_id, {})
+            channels = users.get(user_id)
+            if channels is None or channel not in channels:
+                return False
+            channels.discard(channel)
+            if channels:
+                return False
+            del users[user_id]
+            return True
+
+    async def users(self, *, room_id: int) -> list[dict]:
+        """Everyone online in the room, ordered by username."""
+        with self._lock:
+            ids = list(self._sockets.get(room_id, {}))
+            members = [{"id": uid, "username": self._usernames[uid]} for uid in ids]
+        return sorted(members, key=lambda u: u["username"].lower())
+
+    def online_counts(self, room_ids: list[int]) -> dict[int, int]:
+        with self._lock:
+            return {rid: len(self._sockets.get(rid, {})) for rid in room_ids}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sockets.clear()
+            self._usernames.clear()
+
+
+presence = InProcessPresence()

@@ -1,0 +1,55 @@
+"""Reads on rooms and messages."""
+
+from chat.models import Message, Room
+from chat.presence import presence
+
+
+def room_get(*, name: str) -> Room | None:
+    return Room.objects.filter(name=name).first()
+
+
+def room_list() -> list[dict]:
+    """Every room with the number of distinct users connected to it now."""
+    rooms = list(Room.objects.all())
+    online = presence.online_counts([room.pk for room in rooms])
+    return [{"name": r.name, "title": r.title, "online": online.get(r.pk, 0)} for r in rooms]
+
+
+def message_list(
+    *, room: Room, limit: int = 50, skip: int = 0, before: int | None = None, after: int | None = None
+) -> list[Message]:
+    """A page of the room's history: newest first, or oldest first when `after` is given."""
+    qs = Message.objects.filter(room=room).select_related("user", "room")
+    if before is not None:
+        qs = qs.filter(seq__lt=before)
+    if after is not None:
+        qs = qs.filter(seq__gt=after).order_by("seq")
+    else:
+        qs = qs.order_by("-seq")
+    return list(qs[skip : skip + limit])
+
+
+def message_replay(*, room_id: int, after: int, limit: int) -> tuple[list[Message], int]:
+    """Messages with seq > after, oldest first, and the room's last seq at the same moment."""
+    # Every seq <= last_seq is committed once last_seq is (seq follows commit order), so no
+    # transaction is needed for the two reads to agree.
+    last_seq = Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).first() or 0
+    messages = list(
+        Message.objects.filter(room_id=room_id, seq__gt=after, seq__lte=last_seq)
+        .select_related("user", "room")
+        .order_by("seq")[:limit]
+    )
+    return messages, last_seq
+
+
+def room_last_seq(*, room_id: int) -> int:
+    return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).first() or 0
+
+
+def message_range(*, room_id: int, after: int, upto: int) -> list[Message]:
+    """Messages with after < seq <= upto, oldest first (deleted seqs are simply absent)."""
+    return list(
+        Message.objects.filter(room_id=room_id, seq__gt=after, seq__lte=upto)
+        .select_related("user", "room")
+        .order_by("seq")
+    )

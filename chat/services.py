@@ -1,0 +1,93 @@
+"""Writes on rooms and messages. Every transport (REST, WebSocket, admin, commands) calls these."""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from accounts.models import User
+from chat.events import publish_message
+from chat.models import Message, Room
+
+CLIENT_ID_MAX_LENGTH = 64
+
+
+class MessageRejected(Exception):
+    """A message that will not be stored. `code` is the WebSocket error code, `field` the REST field."""
+
+    def __init__(self, code: str, detail: str, field: str = "content"):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.field = field
+
+
+def _is_storable_text(text: str) -> bool:
+    # NUL and lone surrogates (from JSON escapes such as "\ud800") cannot be stored as text.
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def message_validate(*, content, client_id=None) -> None:
+    """Raise MessageRejected unless content and client_id are acceptable."""
+    if not isinstance(content, str):
+        raise MessageRejected("bad_request", "content must be a string.")
+    if not content.strip():
+        raise MessageRejected("empty", "Message is empty.")
+    limit = settings.CHAT_MAX_MESSAGE_LENGTH
+    if len(content) > limit:
+        raise MessageRejected("too_long", f"Message is longer than {limit} characters.")
+    if not _is_storable_text(content):
+        raise MessageRejected("bad_request", "content contains characters that cannot be stored.")
+    if client_id is not None and not (
+        isinstance(client_id, str) and 1 <= len(client_id) <= CLIENT_ID_MAX_LENGTH and _is_storable_text(client_id)
+    ):
+        raise MessageRejected(
+            "bad_request", f"client_id must be a string of 1 to {CLIENT_ID_MAX_LENGTH} characters.", "client_id"
+        )
+
+
+@dataclass(frozen=True)
+class MessageResult:
+    message: Message
+    created: bool  # False: the client_id was seen before and `message` is the original
+
+
+def _existing(*, room: Room, user: User, client_id: str | None) -> Message | None:
+    if client_id is None:
+        return None
+    return Message.objects.select_related("room", "user").filter(room=room, user=user, client_id=client_id).first()
+
+
+def message_create(*, room: Room, user: User, content, client_id=None) -> MessageResult:
+    """Store a message with the room's next seq and broadcast it once committed.
+
+    A client_id already used by this user in this room returns the original message and
+    stores and broadcasts nothing.
+    """
+    message_validate(content=content, client_id=client_id)
+    try:
+        with transaction.atomic():
+            # The row lock serialises writers of one room, so seq follows commit order.
+            locked = Room.objects.select_for_update().get(pk=room.pk)
+            original = _existing(room=locked, user=user, client_id=client_id)
+            if original is not None:
+                return MessageResult(original, created=False)
+            locked.last_seq += 1
+            locked.save(update_fields=["last_seq"])
+            message = Message.objects.create(
+                room=locked, user=user, content=content, client_id=client_id, seq=locked.last_seq
+            )
+            transaction.on_commit(lambda: publish_message(message))
+    except IntegrityError:
+        # Only the client_id constraint can race here (seq is allocated under the lock).
+        original = _existing(room=room, user=user, client_id=client_id)
+        if original is None:
+            raise
+        return MessageResult(original, created=False)
+    return MessageResult(message, created=True)

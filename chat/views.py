@@ -1,0 +1,101 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chat import health, selectors, services
+from chat.events import message_payload
+from chat.models import Room
+from chat.serializers import (
+    HealthSerializer,
+    MessageCreateSerializer,
+    MessageListQuerySerializer,
+    MessageSerializer,
+    RoomListSerializer,
+)
+from chatproject.errors import ErrorSerializer, ValidationErrorSerializer
+
+
+def room_or_404(name: str) -> Room:
+    room = selectors.room_get(name=name)
+    if room is None:
+        raise NotFound("Room not found")
+    return room
+
+
+class RoomListView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: RoomListSerializer}, summary="Rooms with their online counts")
+    def get(self, request):
+        return Response({"rooms": selectors.room_list()})
+
+
+class MessagesView(APIView):
+    @extend_schema(
+        parameters=[MessageListQuerySerializer],
+        responses={
+            200: MessageSerializer(many=True),
+            400: ValidationErrorSerializer,
+            401: ErrorSerializer,
+            404: ErrorSerializer,
+        },
+        summary="Message history",
+        description="Newest first by default (`limit`, `skip`); `before=<seq>` pages back, newest first; "
+        "`after=<seq>` catches up, oldest first.",
+    )
+    def get(self, request, room: str):
+        room_obj = room_or_404(room)
+        query = MessageListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        messages = selectors.message_list(room=room_obj, **query.validated_data)
+        return Response([message_payload(m) for m in messages])
+
+    @extend_schema(
+        request=MessageCreateSerializer,
+        responses={
+            201: MessageSerializer,
+            200: MessageSerializer,
+            400: ValidationErrorSerializer,
+            401: ErrorSerializer,
+            404: ErrorSerializer,
+        },
+        parameters=[OpenApiParameter("room", str, OpenApiParameter.PATH)],
+        summary="Post a message",
+        description="201 with the new message; 200 with the original when this client_id was used before.",
+    )
+    def post(self, request, room: str):
+        room_obj = room_or_404(room)
+        if not isinstance(request.data, dict):
+            raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        if "content" not in request.data:
+            raise ValidationError({"content": ["This field is required."]})
+        try:
+            result = services.message_create(
+                room=room_obj,
+                user=request.user,
+                content=request.data["content"],
+                client_id=request.data.get("client_id"),
+            )
+        except services.MessageRejected as exc:
+            raise ValidationError({exc.field: [exc.detail]}) from exc
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        return Response(message_payload(result.message), status=code)
+
+
+class HealthView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: HealthSerializer, 503: HealthSerializer}, summary="Liveness of each part")
+    def get(self, request):
+        parts = {
+            "database": "ok" if health.database_ok() else "unavailable",
+            "channel_layer": "ok" if health.channel_layer_ok() else "unavailable",
+        }
+        healthy = all(v == "ok" for v in parts.values())
+        body = {"status": "ok" if healthy else "unavailable", **parts}
+        return Response(body, status=200 if healthy else 503)

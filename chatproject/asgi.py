@@ -1,0 +1,20 @@
+"""ASGI entry point: HTTP goes to Django; WebSocket passes the origin check, then JWT auth, then the router."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
+django_asgi_app = get_asgi_application()  # sets Django up before the chat modules import models
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from chat.middleware import JWTQueryStringAuthMiddleware, OriginCheck  # noqa: E402
+from chat.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": OriginCheck(JWTQueryStringAuthMiddleware(URLRouter(websocket_urlpatterns))),
+    }
+)

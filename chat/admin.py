@@ -6,6 +6,7 @@ from chat.models import Message, Room
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
     list_display = ("name", "title", "last_seq", "created_at")
+    list_filter = ("created_at",)
     search_fields = ("name", "title")
     readonly_fields = ("last_seq", "created_at")
 

@@ -5,7 +5,9 @@ plain HTTP on loopback, DEBUG off. DJANGO_ENV=production switches on the hardene
 deployment (mandatory secret key, HTTPS-only cookies, HSTS, SSL redirect).
 """
 
+import os
 import secrets
+import tempfile
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -103,8 +105,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-    # Tests use a file too, so they meet the same locking as production.
-    _db.setdefault("TEST", {})["NAME"] = str(BASE_DIR / "test-db.sqlite3")
+    # Tests use a file too, so they meet the same locking as production; one per test run.
+    _db.setdefault("TEST", {})["NAME"] = str(Path(tempfile.gettempdir()) / f"chat-test-{os.getpid()}.sqlite3")
 elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
     _db["ENGINE"] = "django.db.backends.postgresql"
     # Under ASGI every request may run in a new thread, so persistent connections leak;
@@ -203,7 +205,7 @@ WHITENOISE_USE_FINDERS = not PRODUCTION
 WHITENOISE_AUTOREFRESH = DEBUG
 if not PRODUCTION:
     # STATIC_ROOT only exists after `collectstatic`, which only the production path runs.
-    warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+    warnings.filterwarnings("ignore", message="No directory at")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

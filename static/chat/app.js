@@ -213,7 +213,9 @@
       button.dataset.room = room.name;
       if (current && current.name === room.name) button.setAttribute("aria-current", "true");
       button.addEventListener("click", () => openRoom(room.name, room.title));
-      const count = el("span", "room-online", `${room.online} online`);
+      const online = current && current.name === room.name && current.socket ? current.online.size : room.online;
+      const count = el("span", "room-online", `${online} online`);
+      count.dataset.room = room.name;
       count.setAttribute("aria-hidden", "true");
       item.append(button, count);
       if (room.title) item.title = room.title;
@@ -394,6 +396,9 @@
       const item = el("li", "online-user", name);
       if (auth && auth.user && name === auth.user.username) item.classList.add("own");
       list.append(item);
+    }
+    for (const count of document.querySelectorAll(".room-online")) {
+      if (count.dataset.room === room.name) count.textContent = `${room.online.size} online`;
     }
   }
 

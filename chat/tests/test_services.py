@@ -1,0 +1,412 @@
+"""chat.services.message_create: seq allocation, client_id idempotency, validation and publish-after-commit."""
+
+import asyncio
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import IntegrityError, connection, transaction
+
+from accounts.tests.factories import UserFactory
+from chat import services
+from chat.events import room_group
+from chat.models import Message, Room
+from chat.services import MessageRejected, message_create
+from chat.tests.factories import RoomFactory
+
+WRITERS = 24
+MESSAGES_PER_WRITER = 5
+
+
+def message_json(message: Message) -> dict:
+    return {
+        "id": message.pk,
+        "seq": message.seq,
+        "room": message.room.name,
+        "user": {"id": message.user.pk, "username": message.user.username},
+        "content": message.content,
+        "timestamp": message.created.isoformat(),
+        "client_id": message.client_id,
+    }
+
+
+# --- seq allocation -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_message_create_stores_the_message_with_seq_1_first(general, user):
+    result = message_create(room=general, user=user, content="hello", client_id="c1")
+
+    assert result.created is True
+    stored = Message.objects.get()
+    assert stored == result.message
+    assert (stored.room, stored.user, stored.content, stored.client_id, stored.seq) == (
+        general,
+        user,
+        "hello",
+        "c1",
+        1,
+    )
+    assert stored.created.utcoffset() == timedelta(0)
+    general.refresh_from_db()
+    assert general.last_seq == 1
+
+
+@pytest.mark.django_db
+def test_message_create_numbers_each_room_separately(general, user):
+    python = Room.objects.get(name="python")
+
+    seqs = [
+        (room.name, message_create(room=room, user=user, content="x").message.seq)
+        for room in [general, general, python, general, python]
+    ]
+
+    assert seqs == [("general", 1), ("general", 2), ("python", 1), ("general", 3), ("python", 2)]
+    assert list(Room.objects.filter(name__in=["general", "python"]).values_list("name", "last_seq")) == [
+        ("general", 3),
+        ("python", 2),
+    ]
+
+
+@pytest.mark.django_db
+def test_message_create_reads_the_counter_from_the_database_not_the_instance(general, user):
+    stale = Room.objects.get(pk=general.pk)
+    message_create(room=general, user=user, content="one")
+    message_create(room=general, user=user, content="two")
+
+    assert message_create(room=stale, user=user, content="three").message.seq == 3
+
+
+# --- client_id idempotency ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_message_create_same_client_id_returns_the_original_and_uses_no_seq(general, user):
+    original = message_create(room=general, user=user, content="hello", client_id="abc").message
+
+    again = message_create(room=general, user=user, content="different", client_id="abc")
+
+    assert (again.created, again.message.pk, again.message.content) == (False, original.pk, "hello")
+    assert Message.objects.count() == 1
+    assert message_create(room=general, user=user, content="next").message.seq == 2
+
+
+@pytest.mark.django_db
+def test_message_create_client_id_is_scoped_to_user_and_room(general, user):
+    bob = UserFactory(username="bob")
+    python = Room.objects.get(name="python")
+    message_create(room=general, user=user, content="a", client_id="abc")
+
+    by_bob = message_create(room=general, user=bob, content="b", client_id="abc")
+    elsewhere = message_create(room=python, user=user, content="c", client_id="abc")
+
+    assert (by_bob.created, by_bob.message.seq) == (True, 2)
+    assert (elsewhere.created, elsewhere.message.seq) == (True, 1)
+
+
+@pytest.mark.django_db
+def test_message_create_without_client_id_never_deduplicates(general, user):
+    first = message_create(room=general, user=user, content="same")
+    second = message_create(room=general, user=user, content="same")
+
+    assert (first.created, second.created) == (True, True)
+    assert (first.message.seq, second.message.seq) == (1, 2)
+
+
+@pytest.mark.django_db
+def test_message_create_losing_the_client_id_race_returns_the_winner(general, user, monkeypatch):
+    # Simulate a concurrent writer that stored the same client_id after our check: the
+    # database constraint fires and the service answers with the winner's message.
+    winner = message_create(room=general, user=user, content="winner", client_id="abc").message
+    real_existing = services._existing
+    calls = []
+
+    def existing_missed_once(**kwargs):
+        calls.append(kwargs)
+        return None if len(calls) == 1 else real_existing(**kwargs)
+
+    monkeypatch.setattr(services, "_existing", existing_missed_once)
+
+    result = message_create(room=general, user=user, content="loser", client_id="abc")
+
+    assert (result.created, result.message.pk) == (False, winner.pk)
+    assert Message.objects.count() == 1
+    general.refresh_from_db()
+    assert general.last_seq == 1
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("content", "client_id", "code", "field", "detail"),
+    [
+        (42, None, "bad_request", "content", "content must be a string."),
+        (None, None, "bad_request", "content", "content must be a string."),
+        (["hi"], None, "bad_request", "content", "content must be a string."),
+        (b"hi", None, "bad_request", "content", "content must be a string."),
+        ("", None, "empty", "content", "Message is empty."),
+        (" \n\t ", None, "empty", "content", "Message is empty."),
+        ("x" * 11, None, "too_long", "content", "Message is longer than 10 characters."),
+        ("a\x00b", None, "bad_request", "content", "content contains characters that cannot be stored."),
+        ("a\ud800b", None, "bad_request", "content", "content contains characters that cannot be stored."),
+        ("hi", "", "bad_request", "client_id", "client_id must be a string of 1 to 64 characters."),
+        ("hi", "x" * 65, "bad_request", "client_id", "client_id must be a string of 1 to 64 characters."),
+        ("hi", 7, "bad_request", "client_id", "client_id must be a string of 1 to 64 characters."),
+        ("hi", "\ud800", "bad_request", "client_id", "client_id must be a string of 1 to 64 characters."),
+    ],
+)
+def test_message_create_rejects_with_code_and_field(general, user, settings, content, client_id, code, field, detail):
+    settings.CHAT_MAX_MESSAGE_LENGTH = 10
+
+    with pytest.raises(MessageRejected) as excinfo:
+        message_create(room=general, user=user, content=content, client_id=client_id)
+
+    assert (excinfo.value.code, excinfo.value.field, excinfo.value.detail) == (code, field, detail)
+    assert not Message.objects.exists()
+    general.refresh_from_db()
+    assert general.last_seq == 0
+
+
+@pytest.mark.django_db
+def test_message_create_accepts_content_at_the_limit_and_64_char_client_id(general, user, settings):
+    settings.CHAT_MAX_MESSAGE_LENGTH = 10
+
+    result = message_create(room=general, user=user, content="ü" * 10, client_id="c" * 64)
+
+    assert (result.created, result.message.content, result.message.client_id) == (True, "ü" * 10, "c" * 64)
+
+
+# --- publish after commit -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_message_create_publishes_only_when_the_transaction_commits(
+    general, user, monkeypatch, django_capture_on_commit_callbacks
+):
+    published = []
+    monkeypatch.setattr(services, "publish_message", published.append)
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        result = message_create(room=general, user=user, content="hello", client_id="abc")
+        assert published == []
+
+    assert len(callbacks) == 1
+    assert published == [result.message]
+
+
+@pytest.mark.django_db
+def test_message_create_publishes_nothing_for_a_repeat_or_a_rejection(
+    general, user, monkeypatch, django_capture_on_commit_callbacks
+):
+    message_create(room=general, user=user, content="hello", client_id="abc")
+    published = []
+    monkeypatch.setattr(services, "publish_message", published.append)
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        message_create(room=general, user=user, content="hello", client_id="abc")
+        with pytest.raises(MessageRejected):
+            message_create(room=general, user=user, content=" ")
+
+    assert (callbacks, published) == ([], [])
+
+
+def _receive(channel: str, timeout: float):
+    """The next message on the channel, or None when none arrives in time."""
+
+    async def receive():
+        try:
+            return await asyncio.wait_for(get_channel_layer().receive(channel), timeout)
+        except TimeoutError:
+            return None
+
+    return async_to_sync(receive)()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_room_group_receives_the_event_only_after_commit(user):
+    room = RoomFactory(name="live")
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(room_group(room.pk), channel)
+
+    with transaction.atomic():
+        message = message_create(room=room, user=user, content="hello", client_id="abc").message
+        assert _receive(channel, timeout=0.3) is None
+
+    event = _receive(channel, timeout=5)
+    assert event is not None
+    assert {**event, "text": json.loads(event["text"])} == {
+        "type": "chat.message",
+        "seq": 1,
+        "text": {"type": "message", **message_json(message)},
+    }
+    async_to_sync(layer.group_discard)(room_group(room.pk), channel)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_message_is_never_published_and_uses_no_seq(user, monkeypatch):
+    room = RoomFactory(name="rollback")
+    published = []
+    monkeypatch.setattr(services, "publish_message", published.append)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        message_create(room=room, user=user, content="hello")
+        raise RuntimeError("the caller's transaction fails")
+
+    assert published == []
+    assert not Message.objects.exists()
+    assert message_create(room=room, user=user, content="again").message.seq == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_published_message_is_already_visible_to_other_connections(user, monkeypatch):
+    room = RoomFactory(name="visible")
+    seen = []
+
+    def publish(message):
+        def look():
+            try:
+                seen.append(Message.objects.filter(pk=message.pk).exists())
+            finally:
+                connection.close()
+
+        reader = threading.Thread(target=look)
+        reader.start()
+        reader.join()
+
+    monkeypatch.setattr(services, "publish_message", publish)
+
+    message_create(room=room, user=user, content="hello")
+
+    assert seen == [True]
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+def _run_concurrently(targets) -> list[BaseException]:
+    """Start every target at the same moment, each thread on its own connection; return their errors."""
+    barrier = threading.Barrier(len(targets))
+    errors: list[BaseException] = []
+
+    def run(target):
+        try:
+            barrier.wait(timeout=30)
+            target()
+        except BaseException as exc:  # collected and asserted on by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a writer is stuck"
+    return errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_to_one_room_get_gapless_unique_seqs():
+    room = RoomFactory(name="busy")
+    users = [UserFactory() for _ in range(WRITERS)]
+    seqs_by_writer: dict[int, list[int]] = {}
+
+    def writer(user):
+        def write():
+            seqs_by_writer[user.pk] = [
+                message_create(room=room, user=user, content=f"{user.username} #{n}").message.seq
+                for n in range(MESSAGES_PER_WRITER)
+            ]
+
+        return write
+
+    errors = _run_concurrently([writer(u) for u in users])
+
+    assert errors == []
+    total = WRITERS * MESSAGES_PER_WRITER
+    stored = list(Message.objects.filter(room=room).order_by("seq").values_list("seq", "created"))
+    assert [seq for seq, _ in stored] == list(range(1, total + 1))
+    assert sorted(seq for seqs in seqs_by_writer.values() for seq in seqs) == list(range(1, total + 1))
+    assert all(seqs == sorted(seqs) for seqs in seqs_by_writer.values())
+    # seq is allocated and `created` stamped under the same lock, so they agree on the order.
+    created = [created for _, created in stored]
+    assert created == sorted(created)
+    room.refresh_from_db()
+    assert room.last_seq == total
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_to_several_rooms_keep_each_room_gapless():
+    rooms = [RoomFactory(name=f"room-{n}") for n in range(3)]
+    users = [UserFactory() for _ in range(WRITERS)]
+
+    def writer(user, room):
+        def write():
+            for n in range(MESSAGES_PER_WRITER):
+                message_create(room=room, user=user, content=f"#{n}")
+
+        return write
+
+    errors = _run_concurrently([writer(u, rooms[i % 3]) for i, u in enumerate(users)])
+
+    assert errors == []
+    for room in rooms:
+        count = Message.objects.filter(room=room).count()
+        assert count == (WRITERS // 3) * MESSAGES_PER_WRITER
+        assert list(Message.objects.filter(room=room).order_by("seq").values_list("seq", flat=True)) == list(
+            range(1, count + 1)
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_posts_with_the_same_client_id_store_one_message():
+    room = RoomFactory(name="retry")
+    user = UserFactory()
+    results = []
+
+    def post():
+        results.append(message_create(room=room, user=user, content="hello", client_id="same"))
+
+    errors = _run_concurrently([post] * 12)
+
+    assert errors == []
+    assert Message.objects.filter(room=room).count() == 1
+    stored = Message.objects.get(room=room)
+    assert sorted(r.created for r in results) == [False] * 11 + [True]
+    assert {r.message.pk for r in results} == {stored.pk}
+    room.refresh_from_db()
+    assert (stored.seq, room.last_seq) == (1, 1)
+
+
+# --- the constraints message_create relies on -----------------------------------------------
+
+
+@pytest.mark.django_db
+def test_database_refuses_a_second_message_with_the_same_room_seq(general, user):
+    Message.objects.create(room=general, user=user, content="a", seq=1)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Message.objects.create(room=general, user=user, content="b", seq=1)
+
+
+@pytest.mark.django_db
+def test_database_refuses_a_second_message_with_the_same_user_room_client_id(general, user):
+    Message.objects.create(room=general, user=user, content="a", seq=1, client_id="abc")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Message.objects.create(room=general, user=user, content="b", seq=2, client_id="abc")
+
+
+@pytest.mark.django_db
+def test_database_allows_many_messages_without_client_id(general, user):
+    Message.objects.create(room=general, user=user, content="a", seq=1)
+    Message.objects.create(room=general, user=user, content="b", seq=2)
+
+    assert Message.objects.filter(client_id__isnull=True).count() == 2

@@ -1,0 +1,265 @@
+"""chatproject.settings: SQLite tuned for concurrent writers, and every setting read from the environment.
+
+Settings are read once at import, so each environment is checked in a fresh `python -c` process.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+SHOW_SETTINGS = """
+import json
+from django.conf import settings as s
+print(json.dumps({
+    "PRODUCTION": s.PRODUCTION,
+    "DEBUG": s.DEBUG,
+    "SECRET_KEY": s.SECRET_KEY,
+    "ALLOWED_HOSTS": s.ALLOWED_HOSTS,
+    "DATABASE": s.DATABASES["default"],
+    "CHANNEL_LAYERS": s.CHANNEL_LAYERS,
+    "ACCESS_TOKEN_LIFETIME": s.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds(),
+    "REFRESH_TOKEN_LIFETIME": s.SIMPLE_JWT["REFRESH_TOKEN_LIFETIME"].total_seconds(),
+    "SIGNING_KEY_IS_SECRET_KEY": s.SIMPLE_JWT["SIGNING_KEY"] == s.SECRET_KEY,
+    "CHAT_MAX_MESSAGE_LENGTH": s.CHAT_MAX_MESSAGE_LENGTH,
+    "SECURE_SSL_REDIRECT": s.SECURE_SSL_REDIRECT,
+    "SECURE_HSTS_SECONDS": s.SECURE_HSTS_SECONDS,
+    "SESSION_COOKIE_SECURE": s.SESSION_COOKIE_SECURE,
+    "CSRF_COOKIE_SECURE": s.CSRF_COOKIE_SECURE,
+}, default=str))
+"""
+
+
+def run_settings(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Import the settings in a new process that sees only `env` (plus PATH)."""
+    return subprocess.run(
+        [sys.executable, "-c", SHOW_SETTINGS],
+        cwd=BASE_DIR,
+        env={"PATH": os.environ.get("PATH", ""), "DJANGO_SETTINGS_MODULE": "chatproject.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def load_settings(env: dict[str, str]) -> dict:
+    result = run_settings(env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def key_file(tmp_path) -> Path:
+    return tmp_path / "secret_key"
+
+
+@pytest.fixture
+def dev_env(key_file) -> dict[str, str]:
+    """No configuration at all, except that the generated key goes to a temporary file."""
+    return {"DJANGO_SECRET_KEY_FILE": str(key_file)}
+
+
+# --- SQLite for concurrent writers ----------------------------------------------------------
+
+
+def test_sqlite_options_take_concurrent_writers():
+    database = settings.DATABASES["default"]
+
+    assert database["ENGINE"] == "django.db.backends.sqlite3"
+    assert database["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert database["OPTIONS"]["timeout"] >= 5
+    assert "PRAGMA journal_mode=WAL" in database["OPTIONS"]["init_command"]
+
+
+@pytest.mark.django_db
+def test_sqlite_connection_runs_in_wal_mode_with_a_busy_timeout():
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        journal_mode = cursor.fetchone()[0]
+        cursor.execute("PRAGMA busy_timeout")
+        busy_timeout = cursor.fetchone()[0]
+
+    assert journal_mode == "wal"
+    assert busy_timeout == settings.DATABASES["default"]["OPTIONS"]["timeout"] * 1000
+
+
+@pytest.mark.django_db
+def test_tests_use_a_file_database_so_threads_share_it():
+    name = str(connection.settings_dict["NAME"])
+
+    assert ":memory:" not in name and "mode=memory" not in name
+    assert Path(name).is_file()
+
+
+# --- Secret key, DEBUG, hosts ---------------------------------------------------------------
+
+
+def test_production_without_secret_key_refuses_to_start(key_file):
+    result = run_settings({"DJANGO_ENV": "production", "DJANGO_SECRET_KEY_FILE": str(key_file)})
+
+    assert result.returncode != 0
+    assert "django.core.exceptions.ImproperlyConfigured: DJANGO_SECRET_KEY must be set" in result.stderr
+    assert not key_file.exists()
+
+
+def test_production_with_secret_key_is_hardened(key_file):
+    loaded = load_settings(
+        {
+            "DJANGO_ENV": "production",
+            "DJANGO_SECRET_KEY": "prod-key-" + "x" * 50,
+            "DJANGO_SECRET_KEY_FILE": str(key_file),
+        }
+    )
+
+    assert loaded["PRODUCTION"] is True
+    assert loaded["SECRET_KEY"] == "prod-key-" + "x" * 50
+    assert loaded["SIGNING_KEY_IS_SECRET_KEY"] is True
+    assert loaded["DEBUG"] is False
+    assert loaded["SECURE_SSL_REDIRECT"] is True
+    assert loaded["SECURE_HSTS_SECONDS"] == 31536000
+    assert (loaded["SESSION_COOKIE_SECURE"], loaded["CSRF_COOKIE_SECURE"]) == (True, True)
+    assert not key_file.exists()
+
+
+def test_no_environment_means_plain_http_debug_off_and_a_generated_key(dev_env, key_file):
+    loaded = load_settings(dev_env)
+
+    assert loaded["PRODUCTION"] is False
+    assert loaded["DEBUG"] is False
+    assert loaded["SECURE_SSL_REDIRECT"] is False
+    assert loaded["SECURE_HSTS_SECONDS"] == 0
+    assert (loaded["SESSION_COOKIE_SECURE"], loaded["CSRF_COOKIE_SECURE"]) == (False, False)
+    assert loaded["ALLOWED_HOSTS"] == ["localhost", "127.0.0.1", "[::1]"]
+    assert key_file.read_text().strip() == loaded["SECRET_KEY"]
+    assert len(loaded["SECRET_KEY"]) >= 50
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_generated_key_is_kept_across_restarts(dev_env, key_file):
+    first = load_settings(dev_env)["SECRET_KEY"]
+    written = key_file.read_text()
+
+    second = load_settings(dev_env)["SECRET_KEY"]
+
+    assert second == first
+    assert key_file.read_text() == written
+
+
+def test_generated_keys_differ_between_machines(tmp_path):
+    one = load_settings({"DJANGO_SECRET_KEY_FILE": str(tmp_path / "one")})["SECRET_KEY"]
+    two = load_settings({"DJANGO_SECRET_KEY_FILE": str(tmp_path / "two")})["SECRET_KEY"]
+
+    assert one != two
+
+
+def test_existing_key_file_is_used(dev_env, key_file):
+    key_file.write_text("kept-key-from-an-earlier-run\n")
+
+    assert load_settings(dev_env)["SECRET_KEY"] == "kept-key-from-an-earlier-run"
+
+
+def test_secret_key_from_environment_wins_outside_production(dev_env, key_file):
+    loaded = load_settings({**dev_env, "DJANGO_SECRET_KEY": "env-key"})
+
+    assert loaded["SECRET_KEY"] == "env-key"
+    assert not key_file.exists()
+
+
+@pytest.mark.parametrize(("value", "debug"), [("1", True), ("true", True), ("on", True), ("0", False), ("", False)])
+def test_debug_is_read_and_does_not_switch_production(dev_env, value, debug):
+    loaded = load_settings({**dev_env, "DJANGO_DEBUG": value})
+
+    assert loaded["DEBUG"] is debug
+    assert loaded["PRODUCTION"] is False
+    assert loaded["SECURE_SSL_REDIRECT"] is False
+
+
+def test_allowed_hosts_are_read(dev_env):
+    loaded = load_settings({**dev_env, "DJANGO_ALLOWED_HOSTS": "chat.example.com,10.0.0.5"})
+
+    assert loaded["ALLOWED_HOSTS"] == ["chat.example.com", "10.0.0.5"]
+
+
+# --- Database -------------------------------------------------------------------------------
+
+
+def test_database_defaults_to_sqlite_next_to_the_code(dev_env):
+    database = load_settings(dev_env)["DATABASE"]
+
+    assert database["ENGINE"] == "django.db.backends.sqlite3"
+    assert database["NAME"] == str(BASE_DIR / "db.sqlite3")
+    assert database["OPTIONS"] == {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+
+def test_database_url_postgres_uses_a_connection_pool(dev_env):
+    database = load_settings({**dev_env, "DATABASE_URL": "postgres://user@127.0.0.1:5432/db"})["DATABASE"]
+
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert (database["NAME"], database["USER"], database["HOST"], int(database["PORT"])) == (
+        "db",
+        "user",
+        "127.0.0.1",
+        5432,
+    )
+    assert database["CONN_MAX_AGE"] == 0
+    assert database["CONN_HEALTH_CHECKS"] is True
+    assert database["OPTIONS"] == {"pool": {"min_size": 2, "max_size": 10, "timeout": 10.0}}
+
+
+def test_database_pool_size_is_read(dev_env):
+    env = {
+        **dev_env,
+        "DATABASE_URL": "postgresql://user:pw@db.internal:6543/chat",
+        "DATABASE_POOL_MIN": "1",
+        "DATABASE_POOL_MAX": "4",
+        "DATABASE_POOL_TIMEOUT": "2.5",
+    }
+
+    database = load_settings(env)["DATABASE"]
+
+    assert (database["HOST"], int(database["PORT"]), database["PASSWORD"]) == ("db.internal", 6543, "pw")
+    assert database["OPTIONS"] == {"pool": {"min_size": 1, "max_size": 4, "timeout": 2.5}}
+
+
+# --- Tokens, chat, channel layer ------------------------------------------------------------
+
+
+def test_token_lifetimes_and_message_length_defaults(dev_env):
+    loaded = load_settings(dev_env)
+
+    assert loaded["ACCESS_TOKEN_LIFETIME"] == 1800
+    assert loaded["REFRESH_TOKEN_LIFETIME"] == 7 * 24 * 3600
+    assert loaded["CHAT_MAX_MESSAGE_LENGTH"] == 4000
+
+
+def test_token_lifetimes_and_message_length_are_read(dev_env):
+    env = {**dev_env, "ACCESS_TOKEN_SECONDS": "60", "REFRESH_TOKEN_DAYS": "2", "CHAT_MAX_MESSAGE_LENGTH": "500"}
+
+    loaded = load_settings(env)
+
+    assert loaded["ACCESS_TOKEN_LIFETIME"] == 60
+    assert loaded["REFRESH_TOKEN_LIFETIME"] == 2 * 24 * 3600
+    assert loaded["CHAT_MAX_MESSAGE_LENGTH"] == 500
+
+
+def test_channel_layer_is_in_process_by_default(dev_env):
+    assert load_settings(dev_env)["CHANNEL_LAYERS"] == {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+def test_redis_url_selects_the_redis_channel_layer(dev_env):
+    layers = load_settings({**dev_env, "REDIS_URL": "redis://127.0.0.1:6379/0"})["CHANNEL_LAYERS"]
+
+    assert layers["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert layers["default"]["CONFIG"]["hosts"] == ["redis://127.0.0.1:6379/0"]

@@ -509,6 +509,7 @@
     room.pending.set(clientId, { content, node });
     sendFrame(room, { type: "message", content, client_id: clientId });
     input.value = "";
+    room.lastTypingSent = 0; // the others cleared the notice on this message; the next keystroke says so again
   }
 
   function resendPending(room) {

@@ -1,0 +1,286 @@
+"""The chat web page in headless Chromium (Debian's package) against the real server process.
+
+Screenshots land in artifacts/ (git-ignored); the ones in docs/ were copied from there.
+"""
+
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.conftest import PASSWORD, REPO_ROOT
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = REPO_ROOT / "artifacts"
+XSS = "<img src=x onerror=alert(1)>"
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Visitor:
+    """One person in their own browser context: a page, what it asked for, the dialogs it saw."""
+
+    def __init__(self, browser, server, **context_options):
+        self.server = server
+        self.context = browser.new_context(**context_options)
+        self.context.set_default_timeout(10_000)
+        self.page = self.context.new_page()
+        self.requests: list[str] = []
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.on("websocket", lambda ws: self.requests.append(ws.url))
+        self.page.on("dialog", self._on_dialog)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def _on_dialog(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def open(self):
+        self.page.goto(self.server.base_url + "/")
+
+    def fill_credentials(self, username: str, password: str = PASSWORD):
+        self.page.get_by_label("Username").fill(username)
+        self.page.get_by_label("Password").fill(password)
+
+    def register(self, username: str, password: str = PASSWORD):
+        self.open()
+        self.fill_credentials(username, password)
+        self.page.get_by_role("button", name="Register", exact=True).click()
+        expect(self.page.get_by_role("button", name="Log out")).to_be_visible()
+
+    def enter_room(self, name: str = "general"):
+        self.page.get_by_role("button", name=name, exact=True).click()
+        expect(self.status).to_have_text("connected")
+
+    def send(self, text: str):
+        box = self.page.get_by_role("textbox", name="Message")
+        box.fill(text)
+        box.press("Enter")
+
+    @property
+    def status(self):
+        return self.page.locator("#status")
+
+    @property
+    def message_texts(self):
+        return self.page.locator("#messages .message:not(.pending) .content")
+
+    @property
+    def online(self):
+        return self.page.locator("#online li")
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def visitors(browser, server):
+    opened: list[Visitor] = []
+
+    def open_visitor(**context_options) -> Visitor:
+        visitor = Visitor(browser, server, **context_options)
+        opened.append(visitor)
+        return visitor
+
+    yield open_visitor
+    for visitor in opened:
+        visitor.close()
+
+
+def test_two_people_chat_see_each_other_online_and_typing(visitors, server):
+    ann, ben = visitors(), visitors()
+    ann_name, ben_name = server.unique_username("ann"), server.unique_username("ben")
+    ann.register(ann_name)
+    # Ben registers, logs out, and logs in with the "Log in" button.
+    ben.register(ben_name)
+    ben.page.get_by_role("button", name="Log out").click()
+    expect(ben.page.get_by_role("button", name="Log in")).to_be_visible()
+    ben.fill_credentials(ben_name)
+    ben.page.get_by_role("button", name="Log in").click()
+    expect(ben.page.get_by_role("button", name="Log out")).to_be_visible()
+
+    ann.enter_room("general")
+    ben.enter_room("general")
+    expect(ann.online).to_contain_text([ann_name, ben_name] if ann_name < ben_name else [ben_name, ann_name])
+    expect(ben.online.filter(has_text=ann_name)).to_have_count(1)
+
+    ann.page.get_by_role("textbox", name="Message").press_sequentially("hel")
+    expect(ben.page.get_by_text(f"{ann_name} is typing…")).to_be_visible()
+    expect(ann.page.get_by_text(f"{ann_name} is typing…")).to_have_count(0)
+
+    ann.send("hello ben")
+    expect(ben.message_texts.last).to_have_text("hello ben")
+    expect(ben.page.get_by_text(f"{ann_name} is typing…")).to_have_count(0)
+    ben.send("hi ann")
+    expect(ann.message_texts.last).to_have_text("hi ann")
+    expect(ann.page.locator("#messages .message.own .content").last).to_have_text("hello ben")
+    expect(ben.page.locator("#messages .message.own .content").last).to_have_text("hi ann")
+    assert ann.errors == [] and ben.errors == []
+
+
+def test_a_visitor_who_loses_the_connection_gets_what_was_missed(visitors, server):
+    ann, ben = visitors(), visitors()
+    ann.register(server.unique_username("ann"))
+    ben.register(server.unique_username("ben"))
+
+    cut_off = {"value": False}
+    live_routes = []
+
+    def route(ws):
+        if cut_off["value"]:
+            ws.close()  # refuse while the network is "down"
+            return
+        ws.connect_to_server()
+        live_routes.append(ws)
+
+    ann.page.route_web_socket(re.compile(r".*/ws/.*"), route)
+    ann.enter_room("general")
+    ben.enter_room("general")
+    ann.send("before the outage")
+    expect(ben.message_texts.last).to_have_text("before the outage")
+
+    cut_off["value"] = True
+    for ws in live_routes:
+        ws.close()
+    expect(ann.status).to_have_text(re.compile("reconnecting"))
+
+    for n in (1, 2, 3):
+        ben.send(f"missed {n}")
+    expect(ben.message_texts.last).to_have_text("missed 3")
+    ann.page.wait_for_timeout(1000)  # a few refused reconnects
+    expect(ann.status).to_have_text(re.compile("reconnecting"))
+
+    cut_off["value"] = False
+    expect(ann.status).to_have_text("connected", timeout=20_000)
+    expect(ann.message_texts.filter(has_text=re.compile(r"^missed \d$"))).to_have_text(
+        ["missed 1", "missed 2", "missed 3"]
+    )
+    texts = ann.message_texts.all_inner_texts()
+    assert len(texts) == len(set(texts)), texts
+    assert ann.page.evaluate("performance.getEntriesByType('navigation').length") == 1  # no reload
+
+
+def test_markup_in_a_message_renders_as_text(visitors, server):
+    ann, ben = visitors(), visitors()
+    ann.register(server.unique_username("ann"))
+    ben.register(server.unique_username("ben"))
+    ann.enter_room("python")
+    ben.enter_room("python")
+    ann.send(XSS)
+    for visitor in (ann, ben):
+        expect(visitor.message_texts.last).to_have_text(XSS)
+        assert visitor.page.locator("#messages img").count() == 0
+    ben.page.wait_for_timeout(500)
+    assert ann.dialogs == [] and ben.dialogs == []
+
+
+def test_the_page_only_talks_to_its_own_server(visitors, server):
+    ann = visitors()
+    ann.register(server.unique_username("ann"))
+    ann.enter_room("random")
+    ann.send("anyone here?")
+    expect(ann.message_texts.last).to_have_text("anyone here?")
+    own = urlparse(server.base_url).netloc
+    foreign = [url for url in ann.requests if urlparse(url).netloc != own]
+    assert ann.requests and foreign == []
+
+
+def test_errors_from_the_server_show_in_words(visitors, server):
+    ann = visitors()
+    taken = server.unique_username("taken")
+    server.register(taken)
+    ann.open()
+    ann.fill_credentials(taken.upper())
+    ann.page.get_by_role("button", name="Register", exact=True).click()
+    expect(ann.page.get_by_role("alert").first).to_have_text("Username: A user with that username already exists.")
+
+    ann.fill_credentials(server.unique_username("weak"), "12345678")
+    ann.page.get_by_role("button", name="Register", exact=True).click()
+    expect(ann.page.get_by_role("alert").first).to_contain_text("Password: This password is too common.")
+
+    ann.fill_credentials(taken, "wrong-password-1")
+    ann.page.get_by_role("button", name="Log in").click()
+    expect(ann.page.get_by_role("alert").first).to_have_text("Incorrect username or password")
+    expect(ann.page.get_by_role("button", name="Register", exact=True)).to_have_count(1)
+
+
+def test_load_older_pages_back_through_history(visitors, server):
+    poster = server.new_user("poster")
+    for n in range(1, 56):
+        assert server.post_message(poster.access_token, "frontend", f"old {n}").status == 201
+    ann = visitors()
+    ann.register(server.unique_username("ann"))
+    ann.enter_room("frontend")
+    expect(ann.message_texts).to_have_count(50)
+    expect(ann.message_texts.first).to_have_text("old 6")
+    ann.page.get_by_role("button", name="Load older").click()
+    expect(ann.message_texts).to_have_count(55)
+    expect(ann.message_texts.first).to_have_text("old 1")
+    expect(ann.page.get_by_role("button", name="Load older")).to_be_hidden()
+
+
+def test_keyboard_alone_and_a_phone_width_screen(visitors, server):
+    ann = visitors(viewport={"width": 375, "height": 740})
+    ann.open()
+    page = ann.page
+    expect(page.get_by_label("Username")).to_be_focused()  # Tab order: password, Log in, Register
+    page.keyboard.type(server.unique_username("kbd"))
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Register", exact=True)).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    page.get_by_role("button", name="general", exact=True).focus()
+    page.keyboard.press("Enter")
+    expect(ann.status).to_have_text("connected")
+    expect(page.get_by_role("textbox", name="Message")).to_be_focused()
+    page.keyboard.type("typed without a mouse")
+    page.keyboard.press("Enter")
+    expect(ann.message_texts.last).to_have_text("typed without a mouse")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_screenshots_of_the_chat_view(visitors, server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    ann, ben = visitors(), visitors(viewport={"width": 1280, "height": 720})
+    ann.register(server.unique_username("ann"))
+    ben.register(server.unique_username("ben"))
+    ann.enter_room("general")
+    ben.enter_room("general")
+    ann.send("Morning! Did the deploy go out?")
+    ben.send("Yes, all green. Reconnects pick up exactly where they left off.")
+    expect(ann.message_texts.last).to_have_text(re.compile("all green"))
+    ann.page.get_by_role("textbox", name="Message").press_sequentially("nice")
+    expect(ben.page.get_by_text(re.compile("is typing…"))).to_be_visible()
+    ben.page.screenshot(path=str(ARTIFACTS / "chat-desktop.png"))
+    ben.page.set_viewport_size({"width": 375, "height": 740})
+    assert ben.page.evaluate("document.documentElement.scrollWidth") <= 375
+    ben.page.screenshot(path=str(ARTIFACTS / "chat-phone.png"), full_page=True)
+    assert (ARTIFACTS / "chat-desktop.png").stat().st_size > 0
+    assert (ARTIFACTS / "chat-phone.png").stat().st_size > 0

@@ -41,6 +41,14 @@ def parse_frame(text: str) -> dict:
     return frame if isinstance(frame, dict) else {"type": "message", "content": text}
 
 
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: accepted, then closed like an unknown room."""
+
+    async def connect(self):
+        await self.accept()
+        await self.close(code=CLOSE_UNKNOWN_ROOM)
+
+
 class RoomConsumer(AsyncWebsocketConsumer):
     room = None
     orderer: SeqOrderer | None = None
@@ -91,6 +99,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         """Handle one client frame."""
+        if self.room is None:  # refused (4001/4004) and closing: frames that raced the close are dropped
+            return
         payload = text_data if text_data is not None else bytes_data or b""
         size = len(payload.encode("utf-8", "surrogatepass")) if isinstance(payload, str) else len(payload)
         if size > settings.CHAT_MAX_FRAME_BYTES:
@@ -193,8 +203,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
             room_id=self.room.pk, after=since, limit=settings.CHAT_REPLAY_LIMIT
         )
         # Live delivery resumes after the room's newest message; a client more than
-        # CHAT_REPLAY_LIMIT behind pages the rest with GET /messages?after=.
-        self.orderer = SeqOrderer(next_seq=max(last_seq, since) + 1)
+        # CHAT_REPLAY_LIMIT behind pages the rest with GET /messages?after=. A since beyond
+        # the newest message (a client of a reset database) still gets every new message.
+        self.orderer = SeqOrderer(next_seq=last_seq + 1)
         await self._send_all(encode(message_event(m)) for m in messages)
 
     async def _fill_holes(self) -> None:

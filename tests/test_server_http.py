@@ -1,0 +1,193 @@
+"""The README's HTTP walk-through, the docs and the defaults, against the real server process."""
+
+import json
+import re
+import stat
+from datetime import datetime, timedelta
+
+import pytest
+
+pytestmark = pytest.mark.server
+
+# This module's server starts with nothing in its environment but these (see conftest.server_env).
+MINIMAL_ENV = {"PATH", "DATABASE_URL", "DJANGO_SECRET_KEY_FILE"}
+
+
+def assert_utc_timestamp(value: str) -> None:
+    parsed = datetime.fromisoformat(value)
+    assert parsed.utcoffset() == timedelta(0), value
+
+
+def test_readme_walk_through(server):
+    # The only test of this module that writes to "general", so its seqs start at 1.
+    username = server.unique_username("alice")
+
+    registered = server.post("/register", json_body={"username": username, "password": "correct-horse-9"})
+    assert registered.status == 201
+    assert registered.json() == {"id": registered.json()["id"], "username": username}
+    user_id = registered.json()["id"]
+    assert isinstance(user_id, int)
+
+    token = server.post("/token", form={"username": username, "password": "correct-horse-9"})
+    assert token.status == 200
+    assert token.content_type == "application/json"
+    tokens = token.json()
+    assert tokens == {
+        "access_token": tokens["access_token"],
+        "refresh_token": tokens["refresh_token"],
+        "token_type": "bearer",
+        "expires_in": 1800,
+    }
+    access = tokens["access_token"]
+    assert isinstance(access, str) and access.count(".") == 2
+
+    me = server.get("/users/me", token=access)
+    assert me.status == 200
+    assert me.json() == {"id": user_id, "username": username, "date_joined": me.json()["date_joined"]}
+    assert_utc_timestamp(me.json()["date_joined"])
+
+    rooms = server.get("/rooms")
+    assert rooms.status == 200
+    assert rooms.json() == {
+        "rooms": [
+            {"name": "general", "title": "General", "online": 0},
+            {"name": "python", "title": "Python", "online": 0},
+            {"name": "frontend", "title": "Frontend", "online": 0},
+            {"name": "random", "title": "Random", "online": 0},
+        ]
+    }
+
+    posted = server.post_message(access, "general", "hello", client_id="c-1")
+    assert posted.status == 201
+    message = posted.json()
+    assert message == {
+        "id": message["id"],
+        "seq": 1,
+        "room": "general",
+        "user": {"id": user_id, "username": username},
+        "content": "hello",
+        "timestamp": message["timestamp"],
+        "client_id": "c-1",
+    }
+    assert isinstance(message["id"], int)
+    assert_utc_timestamp(message["timestamp"])
+
+    history = server.get("/messages/general?limit=20", token=access)
+    assert history.status == 200
+    assert history.json() == [message]
+
+
+def test_token_accepts_the_grant_type_and_json(server):
+    username = server.unique_username("grant")
+    server.register(username)
+
+    with_grant = server.post(
+        "/token", form={"grant_type": "password", "username": username, "password": "wrong-horse-battery-9"}
+    )
+    assert with_grant.status == 401
+    assert with_grant.json() == {"detail": "Incorrect username or password"}
+    assert with_grant.headers["www-authenticate"] == "Bearer"
+
+    form = server.post(
+        "/token", form={"grant_type": "password", "username": username, "password": "correct-horse-battery-9"}
+    )
+    as_json = server.post("/token", json_body={"username": username, "password": "correct-horse-battery-9"})
+    for response in (form, as_json):
+        assert response.status == 200
+        assert set(response.json()) == {"access_token", "refresh_token", "token_type", "expires_in"}
+        assert server.get("/users/me", token=response.json()["access_token"]).status == 200
+
+
+def test_protected_endpoints_answer_401_with_bearer_challenge(server):
+    for path in ("/users/me", "/messages/general"):
+        response = server.get(path)
+        assert response.status == 401, path
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.content_type == "application/json"
+        assert set(response.json()) == {"detail"}
+
+
+def test_healthz(server):
+    response = server.get("/healthz")
+    assert response.status == 200
+    assert response.json() == {"status": "ok", "database": "ok", "channel_layer": "ok"}
+
+
+def test_openapi_schema_covers_the_api(server):
+    response = server.get("/api/schema/?format=json")
+    assert response.status == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    # The schema may spell a path with the trailing slash the server also answers to.
+    operations = {(path.rstrip("/"), method) for path, item in schema["paths"].items() for method in item}
+    assert {
+        ("/register", "post"),
+        ("/token", "post"),
+        ("/token/refresh", "post"),
+        ("/logout", "post"),
+        ("/users/me", "get"),
+        ("/rooms", "get"),
+        ("/messages/{room}", "get"),
+        ("/messages/{room}", "post"),
+        ("/healthz", "get"),
+    } <= operations
+    yaml_schema = server.get("/api/schema/")
+    assert yaml_schema.status == 200
+    assert yaml_schema.body.startswith(b"openapi: 3.")
+
+
+def test_openapi_schema_declares_bearer_auth(server):
+    """The Bearer endpoints say so in the schema, so that Swagger UI can send a token."""
+    schema = server.get("/api/schema/?format=json").json()
+    schemes = schema.get("components", {}).get("securitySchemes", {})
+    bearer = [
+        name for name, scheme in schemes.items() if scheme.get("type") == "http" and scheme.get("scheme") == "bearer"
+    ]
+    assert bearer, f"no bearer security scheme in {schemes}"
+    paths = {path.rstrip("/"): item for path, item in schema["paths"].items()}
+    for path, method in (("/users/me", "get"), ("/messages/{room}", "get"), ("/messages/{room}", "post")):
+        security = paths[path][method].get("security", schema.get("security", []))
+        assert any(bearer[0] in requirement for requirement in security), (path, method, security)
+
+
+def test_swagger_ui_is_served_locally(server):
+    page = server.get("/api/docs/")
+    assert page.status == 200
+    assert page.content_type.startswith("text/html")
+    html = page.body.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert any(asset.endswith(".js") for asset in assets)
+    assert any(asset.endswith(".css") for asset in assets)
+    for asset in assets:
+        assert asset.startswith("/static/"), f"not served locally: {asset}"
+        response = server.get(asset)
+        assert response.status == 200, asset
+        assert response.body, asset
+    assert 'url: "/api/schema/"' in html
+
+
+def test_no_environment_means_debug_off(server):
+    assert set(server.env) == MINIMAL_ENV
+    response = server.get("/no/such/page")
+    assert response.status == 404
+    assert response.content_type == "application/json"
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_dev_secret_key_is_generated_into_the_key_file(server):
+    key_file = server.workdir / "secret_key"
+    assert key_file.exists()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(key_file.read_text().strip()) >= 50
+
+
+def test_tokens_survive_a_restart(launch_server, tmp_path):
+    with launch_server(tmp_path) as first:
+        user = first.new_user("restart")
+    with launch_server(tmp_path) as second:
+        me = second.get("/users/me", token=user.access_token)
+        assert me.status == 200
+        assert me.json()["username"] == user.username
+        refreshed = second.post("/token/refresh", json_body={"refresh_token": user.refresh_token})
+        assert refreshed.status == 200
+        assert json.loads(refreshed.body)["token_type"] == "bearer"

@@ -266,21 +266,68 @@ def test_keyboard_alone_and_a_phone_width_screen(visitors, server):
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
 
 
-def test_screenshots_of_the_chat_view(visitors, server):
+def test_screenshots_of_the_chat_view(browser, launch_server, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
-    ann, ben = visitors(), visitors(viewport={"width": 1280, "height": 720})
-    ann.register(server.unique_username("ann"))
-    ben.register(server.unique_username("ben"))
-    ann.enter_room("general")
-    ben.enter_room("general")
-    ann.send("Morning! Did the deploy go out?")
-    ben.send("Yes, all green. Reconnects pick up exactly where they left off.")
-    expect(ann.message_texts.last).to_have_text(re.compile("all green"))
-    ann.page.get_by_role("textbox", name="Message").press_sequentially("nice")
-    expect(ben.page.get_by_text(re.compile("is typing…"))).to_be_visible()
-    ben.page.screenshot(path=str(ARTIFACTS / "chat-desktop.png"))
-    ben.page.set_viewport_size({"width": 375, "height": 740})
-    assert ben.page.evaluate("document.documentElement.scrollWidth") <= 375
-    ben.page.screenshot(path=str(ARTIFACTS / "chat-phone.png"), full_page=True)
+    with launch_server(tmp_path) as fresh:  # a server of its own, so the picture shows one conversation
+        ann, ben = Visitor(browser, fresh), Visitor(browser, fresh, viewport={"width": 1280, "height": 720})
+        try:
+            ann.register("ann")
+            ben.register("ben")
+            ann.enter_room("general")
+            ben.enter_room("general")
+            ann.send("Morning! Did the deploy go out?")
+            expect(ben.message_texts.last).to_have_text(re.compile("deploy"))
+            ben.send("Yes, all green. Reconnects pick up exactly where they left off.")
+            expect(ann.message_texts.last).to_have_text(re.compile("all green"))
+            ann.page.get_by_role("textbox", name="Message").press_sequentially("nice")
+            expect(ben.page.get_by_text("ann is typing…")).to_be_visible()
+            ben.page.screenshot(path=str(ARTIFACTS / "chat-desktop.png"))
+            ben.page.set_viewport_size({"width": 375, "height": 740})
+            assert ben.page.evaluate("document.documentElement.scrollWidth") <= 375
+            ben.page.screenshot(path=str(ARTIFACTS / "chat-phone.png"), full_page=True)
+        finally:
+            ann.close()
+            ben.close()
     assert (ARTIFACTS / "chat-desktop.png").stat().st_size > 0
     assert (ARTIFACTS / "chat-phone.png").stat().st_size > 0
+
+
+def test_the_page_refreshes_its_token_and_heals_the_expiry_close(browser, launch_server, tmp_path):
+    with launch_server(tmp_path, ACCESS_TOKEN_SECONDS="4") as short_lived:
+        ann = Visitor(browser, short_lived)
+        try:
+            ann.register(short_lived.unique_username("ann"))
+            ann.enter_room("general")
+            first_token = ann.page.evaluate("JSON.parse(localStorage.getItem('chat.session')).access")
+            # The socket's token expires after 4 s and the server closes it with 4001; the page
+            # has refreshed its tokens by then and reconnects.
+            ann.page.wait_for_timeout(6500)
+            assert ann.page.evaluate("JSON.parse(localStorage.getItem('chat.session')).access") != first_token
+            expect(ann.status).to_have_text("connected", timeout=10_000)
+            ann.send("still here")
+            expect(ann.message_texts.last).to_have_text("still here")
+            assert "4001" in short_lived.log() or "token expired" in short_lived.log()
+        finally:
+            ann.close()
+
+
+def test_a_deactivated_user_is_logged_out_with_a_message(browser, launch_server, tmp_path, redis_url):
+    # Another process (an operator's shell) reaches the server's sockets through Redis.
+    with launch_server(tmp_path, REDIS_URL=redis_url) as shared:
+        ann = Visitor(browser, shared)
+        try:
+            username = shared.unique_username("ann")
+            ann.register(username)
+            ann.enter_room("general")
+            result = shared.manage(
+                "shell",
+                "-c",
+                "from accounts.models import User; from accounts.services import user_set_active; "
+                f"user_set_active(user=User.objects.get(username={username!r}), active=False)",
+            )
+            assert result.returncode == 0, result.stderr
+            expect(ann.page.get_by_text("Your account has been deactivated.")).to_be_visible()
+            expect(ann.page.get_by_role("button", name="Log in")).to_be_visible()
+            expect(ann.page.get_by_role("button", name="Log out")).to_be_hidden()
+        finally:
+            ann.close()

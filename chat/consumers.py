@@ -20,6 +20,7 @@ CLOSE_UNAUTHENTICATED = 4001
 CLOSE_DEACTIVATED = 4003
 CLOSE_UNKNOWN_ROOM = 4004
 CLOSE_FRAME_TOO_LARGE = 4009
+CLOSE_TRY_AGAIN = 4500  # the database or channel layer is unavailable: reconnect with since=
 GAP_WAIT_SECONDS = 0.5
 
 
@@ -62,6 +63,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
             logger.info("ws close %s: token not accepted", CLOSE_UNAUTHENTICATED)
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        try:
+            await self._join()
+        except Exception:
+            # A server-side outage, not the client's fault: say "try again", never 1011.
+            logger.error("ws close %s: could not join room", CLOSE_TRY_AGAIN, exc_info=True)
+            await self.close(code=CLOSE_TRY_AGAIN)
+
+    async def _join(self) -> None:
         room_name = self.scope["url_route"]["kwargs"]["room"]
         room = await database_sync_to_async(selectors.room_get)(name=room_name)
         if room is None:
@@ -69,15 +78,18 @@ class RoomConsumer(AsyncWebsocketConsumer):
             return
         since, since_error = parse_since(self._query_param("since"))
 
-        self.room = room
         self.order_lock = asyncio.Lock()
         # Subscribe before reading history, so nothing committed from here on can be missed.
         await self.channel_layer.group_add(room_group(room.pk), self.channel_name)
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+        self.room = room
+        me = {"id": self.user.pk, "username": self.user.username}
         first = await presence.connect(
-            room_id=room.pk, user_id=self.user.pk, username=self.user.username, channel=self.channel_name
+            room_id=room.pk, room_name=room.name, user_id=me["id"], username=me["username"], channel=self.channel_name
         )
         users = await presence.users(room_id=room.pk)
+        if me not in users:  # presence store unavailable: at least you are here
+            users = sorted([*users, me], key=lambda u: u["username"].lower())
         await self.send_event({"type": "presence", "room": room.name, "users": users})
         if since_error:
             await self.send_error("bad_request", since_error)
@@ -91,8 +103,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
             task.cancel()
         if self.room is None:
             return
-        await self.channel_layer.group_discard(room_group(self.room.pk), self.channel_name)
-        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+        try:
+            await self.channel_layer.group_discard(room_group(self.room.pk), self.channel_name)
+            await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+        except Exception:
+            logger.warning("channel layer unavailable while leaving room %s", self.room.pk, exc_info=True)
         last = await presence.disconnect(room_id=self.room.pk, user_id=self.user.pk, channel=self.channel_name)
         if last:
             await self._room_send("chat.member", text=encode(member_event("leave", room=self.room, user=self.user)))
@@ -147,6 +162,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
             return
         if not result.created:  # a repeated client_id: acknowledge to this socket only
             await self.send(text_data=encode(message_event(result.message)))
+        elif not result.published:
+            # Stored, but the broadcast did not leave: the sender still gets its acknowledgement
+            # (the others heal from the database at their next message or reconnect).
+            await self.chat_message({"seq": result.message.seq, "text": encode(message_event(result.message))})
 
     # --- channel layer handlers -----------------------------------------------------------
 

@@ -45,9 +45,10 @@ def message_event(message: Message) -> dict:
 
 
 def member_event(kind: str, *, room: Room | str, user) -> dict:
-    """A `join` or `leave` event."""
+    """A `join` or `leave` event; `user` is a User or an {"id", "username"} dict."""
     name = room if isinstance(room, str) else room.name
-    return {"type": kind, "room": name, "user": user_payload(user), "timestamp": timezone.now().isoformat()}
+    member = user if isinstance(user, dict) else user_payload(user)
+    return {"type": kind, "room": name, "user": member, "timestamp": timezone.now().isoformat()}
 
 
 def encode(event: dict) -> str:
@@ -77,3 +78,12 @@ def publish_message(message: Message) -> bool:
 def publish_user_deactivated(*, user_id: int) -> bool:
     """Tell every socket of the user to close with 4003 (consumer handler: user_deactivated)."""
     return _group_send(user_group(user_id), {"type": "user.deactivated"})
+
+
+async def publish_leave(*, room_id: int, room_name: str, user_id: int, username: str) -> None:
+    """Announce a departure noticed by presence expiry (the user's node died)."""
+    event = member_event("leave", room=room_name, user={"id": user_id, "username": username})
+    try:
+        await get_channel_layer().group_send(room_group(room_id), {"type": "chat.member", "text": encode(event)})
+    except Exception:
+        logger.exception("channel layer send to room %s failed", room_id)

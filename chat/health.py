@@ -5,6 +5,7 @@ import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
 
 logger = logging.getLogger("chat.health")
@@ -29,7 +30,28 @@ async def _layer_round_trip() -> bool:
     return received.get("type") == "healthz.ping"
 
 
+def _redis_ping() -> bool:
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS
+    )
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
 def channel_layer_ok() -> bool:
+    """The in-process layer carries a round trip; a Redis-backed one needs its Redis to answer."""
+    if settings.REDIS_URL:
+        # A round trip through the pub/sub layer would leave a subscription behind per check.
+        try:
+            return _redis_ping()
+        except Exception:
+            logger.warning("health: Redis check failed", exc_info=True)
+            return False
+
     async def check() -> bool:
         return await asyncio.wait_for(_layer_round_trip(), TIMEOUT_SECONDS)
 

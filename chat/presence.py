@@ -1,4 +1,4 @@
-"""Who is online where: one small interface, an in-process store now, Redis for several nodes.
+"""Who is online where: one small interface, an in-process store for one node, Redis for several.
 
 A user is online in a room while at least one of their sockets is connected to it, so
 `connect` reports the first socket (time to announce a join) and `disconnect` the last
@@ -18,7 +18,7 @@ class InProcessPresence:
         self._sockets: dict[int, dict[int, set[str]]] = defaultdict(dict)
         self._usernames: dict[int, str] = {}
 
-    async def connect(self, *, room_id: int, user_id: int, username: str, channel: str) -> bool:
+    async def connect(self, *, room_id: int, room_name: str, user_id: int, username: str, channel: str) -> bool:
         """Record a socket; True when it is the user's first in the room."""
         with self._lock:
             channels = self._sockets[room_id].setdefault(user_id, set())
@@ -57,4 +57,16 @@ class InProcessPresence:
             self._usernames.clear()
 
 
-presence = InProcessPresence()
+def _configured():
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        from chat.presence_redis import RedisPresence
+
+        return RedisPresence(
+            url=settings.REDIS_URL, prefix=settings.CHAT_REDIS_PREFIX, ttl=settings.CHAT_PRESENCE_TTL_SECONDS
+        )
+    return InProcessPresence()
+
+
+presence = _configured()

@@ -52,10 +52,11 @@ def message_validate(*, content, client_id=None) -> None:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class MessageResult:
     message: Message
     created: bool  # False: the client_id was seen before and `message` is the original
+    published: bool = False  # the broadcast reached the channel layer (set after commit)
 
 
 def _existing(*, room: Room, user: User, client_id: str | None) -> Message | None:
@@ -83,11 +84,16 @@ def message_create(*, room: Room, user: User, content, client_id=None) -> Messag
             message = Message.objects.create(
                 room=locked, user=user, content=content, client_id=client_id, seq=locked.last_seq
             )
-            transaction.on_commit(lambda: publish_message(message))
+            result = MessageResult(message, created=True)
+
+            def publish() -> None:
+                result.published = publish_message(message)
+
+            transaction.on_commit(publish)
     except IntegrityError:
         # Only the client_id constraint can race here (seq is allocated under the lock).
         original = _existing(room=room, user=user, client_id=client_id)
         if original is None:
             raise
         return MessageResult(original, created=False)
-    return MessageResult(message, created=True)
+    return result

@@ -74,10 +74,10 @@ def test_rooms_counts_distinct_users_online(api_client, general, user):
     bob = UserFactory(username="bob")
     python = Room.objects.get(name="python")
     connect = async_to_sync(presence.connect)
-    connect(room_id=general.pk, user_id=user.pk, username="alice", channel="c1")
-    connect(room_id=general.pk, user_id=user.pk, username="alice", channel="c2")  # a second tab
-    connect(room_id=general.pk, user_id=bob.pk, username="bob", channel="c3")
-    connect(room_id=python.pk, user_id=bob.pk, username="bob", channel="c4")
+    connect(room_id=general.pk, room_name="general", user_id=user.pk, username="alice", channel="c1")
+    connect(room_id=general.pk, room_name="general", user_id=user.pk, username="alice", channel="c2")  # a second tab
+    connect(room_id=general.pk, room_name="general", user_id=bob.pk, username="bob", channel="c3")
+    connect(room_id=python.pk, room_name="python", user_id=bob.pk, username="bob", channel="c4")
 
     response = api_client.get("/rooms")
 
@@ -520,12 +520,7 @@ def test_healthz_503_when_the_channel_layer_fails(api_client, monkeypatch, layer
 
 
 def test_healthz_503_when_redis_is_unreachable(api_client, settings):
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": ["redis://127.0.0.1:9/0"]},
-        }
-    }
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
 
     response = api_client.get("/healthz")
 

@@ -1,0 +1,221 @@
+"""Cluster-wide presence in Redis, with heartbeats and TTLs so a dead node leaves no ghosts.
+
+Per room: a sorted set of user ids scored by when their newest socket entry expires, and per
+(room, user) a sorted set of channel names scored by expiry. Each node refreshes the entries
+of its own sockets every ttl/3 and sweeps expired users out of every room, broadcasting their
+`leave`; the sweep runs in a Lua script, so exactly one node announces each departure.
+Scores are wall-clock seconds: nodes need clocks in sync to well under the TTL (NTP does it).
+
+Redis being down never fails a connection: reads answer "nobody", writes are skipped and logged.
+"""
+
+import asyncio
+import logging
+import time
+
+import redis
+import redis.asyncio as aioredis
+
+logger = logging.getLogger("chat.presence")
+
+_CONNECT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local live = redis.call('ZCARD', KEYS[1])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[8])
+if live == 0 then return 1 end
+return 0
+"""
+
+_DISCONNECT = """
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then
+  return redis.call('ZREM', KEYS[2], ARGV[3])
+end
+return 0
+"""
+
+_HEARTBEAT = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[1], ARGV[3])
+return 1
+"""
+
+# Returns the ids of users whose every socket entry in the room has expired, removing them.
+_SWEEP = """
+local gone = {}
+for _, uid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
+  local sockets = ARGV[2] .. uid
+  redis.call('ZREMRANGEBYSCORE', sockets, '-inf', ARGV[1])
+  local newest = redis.call('ZRANGE', sockets, -1, -1, 'WITHSCORES')
+  if newest[2] then
+    redis.call('ZADD', KEYS[1], newest[2], uid)
+  else
+    redis.call('ZREM', KEYS[1], uid)
+    table.insert(gone, uid)
+  end
+end
+return gone
+"""
+
+
+class RedisPresence:
+    def __init__(self, *, url: str, prefix: str, ttl: int) -> None:
+        self.url = url
+        self.prefix = f"{prefix}:presence"
+        self.ttl = ttl
+        self._sync = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._loop = None
+        self._client: aioredis.Redis | None = None
+        self._heartbeat: asyncio.Task | None = None
+        # channel name -> (room id, user id): this node's sockets, refreshed by the heartbeat
+        self._local: dict[str, tuple[int, int]] = {}
+
+    # --- keys -----------------------------------------------------------------------------
+
+    def _users_key(self, room_id: int) -> str:
+        return f"{self.prefix}:{room_id}:users"
+
+    def _sockets_key(self, room_id: int, user_id: int) -> str:
+        return f"{self.prefix}:{room_id}:u:{user_id}"
+
+    @property
+    def _names_key(self) -> str:
+        return f"{self.prefix}:names"
+
+    @property
+    def _rooms_key(self) -> str:
+        return f"{self.prefix}:rooms"
+
+    def _redis(self) -> aioredis.Redis:
+        """One asyncio client per event loop (clients are bound to the loop that made them)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._client = aioredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+            self._connect_script = self._client.register_script(_CONNECT)
+            self._disconnect_script = self._client.register_script(_DISCONNECT)
+            self._heartbeat_script = self._client.register_script(_HEARTBEAT)
+            self._sweep_script = self._client.register_script(_SWEEP)
+            self._heartbeat = None
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = loop.create_task(self._beat_forever(), name="presence-heartbeat")
+        return self._client
+
+    # --- the interface ------------------------------------------------------------------
+
+    async def connect(self, *, room_id: int, room_name: str, user_id: int, username: str, channel: str) -> bool:
+        """Record a socket; True when it is the user's first live one in the room, cluster-wide."""
+        self._local[channel] = (room_id, user_id)
+        client = self._redis()
+        now = time.time()
+        try:
+            first = await self._connect_script(
+                keys=[self._sockets_key(room_id, user_id), self._users_key(room_id), self._names_key, self._rooms_key],
+                args=[now, now + self.ttl, channel, user_id, username, room_id, self.ttl * 2, room_name],
+                client=client,
+            )
+        except redis.RedisError:
+            logger.warning("presence: connect not recorded (Redis unavailable)", exc_info=True)
+            return False
+        return bool(first)
+
+    async def disconnect(self, *, room_id: int, user_id: int, channel: str) -> bool:
+        """Forget a socket; True when it was the user's last live one in the room, cluster-wide."""
+        self._local.pop(channel, None)
+        client = self._redis()
+        try:
+            last = await self._disconnect_script(
+                keys=[self._sockets_key(room_id, user_id), self._users_key(room_id)],
+                args=[time.time(), channel, user_id],
+                client=client,
+            )
+        except redis.RedisError:
+            logger.warning("presence: disconnect not recorded (Redis unavailable)", exc_info=True)
+            return False
+        return bool(last)
+
+    async def users(self, *, room_id: int) -> list[dict]:
+        """Everyone with a live socket in the room, ordered by username."""
+        client = self._redis()
+        try:
+            ids = await client.zrangebyscore(self._users_key(room_id), time.time(), "+inf")
+            names = await client.hmget(self._names_key, ids) if ids else []
+        except redis.RedisError:
+            logger.warning("presence: users unknown (Redis unavailable)", exc_info=True)
+            return []
+        members = [{"id": int(uid), "username": (name or b"").decode()} for uid, name in zip(ids, names, strict=True)]
+        return sorted(members, key=lambda u: u["username"].lower())
+
+    def online_counts(self, room_ids: list[int]) -> dict[int, int]:
+        now = time.time()
+        try:
+            with self._sync.pipeline(transaction=False) as pipe:
+                for room_id in room_ids:
+                    pipe.zcount(self._users_key(room_id), now, "+inf")
+                counts = pipe.execute()
+        except redis.RedisError:
+            logger.warning("presence: online counts unknown (Redis unavailable)", exc_info=True)
+            return {}
+        return dict(zip(room_ids, counts, strict=True))
+
+    def clear(self) -> None:
+        """Forget everything (tests)."""
+        self._local.clear()
+        for key in self._sync.scan_iter(match=f"{self.prefix}:*"):
+            self._sync.delete(key)
+
+    # --- heartbeat and sweep --------------------------------------------------------------
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("presence: heartbeat failed", exc_info=True)
+
+    async def beat(self) -> None:
+        """Refresh this node's sockets, then sweep expired users out of every room."""
+        client = self._redis()
+        expires = time.time() + self.ttl
+        async with client.pipeline(transaction=False) as pipe:
+            for channel, (room_id, user_id) in list(self._local.items()):
+                await self._heartbeat_script(
+                    keys=[self._sockets_key(room_id, user_id), self._users_key(room_id)],
+                    args=[expires, channel, user_id, self.ttl * 2],
+                    client=pipe,
+                )
+            await pipe.execute()
+        await self.sweep()
+
+    async def sweep(self) -> None:
+        from chat.events import publish_leave
+
+        client = self._redis()
+        rooms = await client.hgetall(self._rooms_key)
+        now = time.time()
+        for room_id, room_name in rooms.items():
+            gone = await self._sweep_script(
+                keys=[self._users_key(int(room_id))],
+                args=[now, f"{self.prefix}:{int(room_id)}:u:"],
+                client=client,
+            )
+            if not gone:
+                continue
+            names = await client.hmget(self._names_key, gone)
+            for uid, name in zip(gone, names, strict=True):
+                logger.info("presence: user %s timed out of room %s", int(uid), room_name.decode())
+                await publish_leave(
+                    room_id=int(room_id),
+                    room_name=room_name.decode(),
+                    user_id=int(uid),
+                    username=(name or b"").decode(),
+                )

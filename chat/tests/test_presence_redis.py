@@ -1,0 +1,103 @@
+"""RedisPresence against the machine's Redis, under a key prefix of its own per test."""
+
+import asyncio
+import json
+import uuid
+
+import pytest
+import redis
+
+from chat.presence_redis import RedisPresence
+
+REDIS_URL = "redis://127.0.0.1:6379/5"
+
+
+@pytest.fixture
+def make_presence():
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    made = []
+
+    def make(ttl: int = 45) -> RedisPresence:
+        presence = RedisPresence(url=REDIS_URL, prefix=prefix, ttl=ttl)
+        made.append(presence)
+        return presence
+
+    yield make
+    made[0].clear()
+
+
+def join(presence, user_id, channel, room_id=1, username=None):
+    return presence.connect(
+        room_id=room_id,
+        room_name=f"room{room_id}",
+        user_id=user_id,
+        username=username or f"u{user_id}",
+        channel=channel,
+    )
+
+
+async def test_first_and_last_socket_are_reported_across_nodes(make_presence):
+    node_a, node_b = make_presence(), make_presence()
+
+    assert await join(node_a, 1, "a1") is True
+    assert await join(node_b, 1, "b1") is False  # same user, other node: not a second join
+    assert await join(node_b, 2, "b2") is True
+    assert await node_a.users(room_id=1) == [{"id": 1, "username": "u1"}, {"id": 2, "username": "u2"}]
+    assert node_b.online_counts([1, 2]) == {1: 2, 2: 0}
+
+    assert await node_a.disconnect(room_id=1, user_id=1, channel="a1") is False
+    assert await node_b.disconnect(room_id=1, user_id=1, channel="b1") is True
+    assert await node_b.disconnect(room_id=1, user_id=1, channel="b1") is False  # only once
+    assert await node_a.users(room_id=1) == [{"id": 2, "username": "u2"}]
+
+
+async def test_a_dead_nodes_users_expire_and_their_leave_is_announced_once(make_presence, settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    layer = channel_layers["default"]
+    listener = await layer.new_channel()
+    await layer.group_add("room.1", listener)
+
+    dead, alive, other = make_presence(ttl=1), make_presence(ttl=1), make_presence(ttl=1)
+    await join(dead, 7, "dead-1", username="ghost")
+    await join(alive, 8, "alive-1", username="living")
+    dead._heartbeat.cancel()  # the node is killed: no more heartbeats
+    dead._local.clear()
+
+    await asyncio.sleep(1.5)
+    await alive.beat()  # refreshes its own socket, then sweeps
+    await other.sweep()  # a second sweeper finds nothing left to announce
+
+    assert await alive.users(room_id=1) == [{"id": 8, "username": "living"}]
+    assert alive.online_counts([1]) == {1: 1}
+    event = json.loads((await asyncio.wait_for(layer.receive(listener), 1))["text"])
+    assert {k: v for k, v in event.items() if k != "timestamp"} == {
+        "type": "leave",
+        "room": "room1",
+        "user": {"id": 7, "username": "ghost"},
+    }
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(listener), 0.3)
+
+
+async def test_heartbeat_keeps_a_live_socket_beyond_the_ttl(make_presence):
+    node = make_presence(ttl=1)
+    await join(node, 3, "c3")
+    for _ in range(3):
+        await asyncio.sleep(0.5)
+        await node.beat()
+    assert await node.users(room_id=1) == [{"id": 3, "username": "u3"}]
+
+
+async def test_redis_down_answers_nobody_and_never_raises():
+    presence = RedisPresence(url="redis://127.0.0.1:9/0", prefix="down", ttl=45)
+    assert await join(presence, 1, "x") is False
+    assert await presence.users(room_id=1) == []
+    assert await presence.disconnect(room_id=1, user_id=1, channel="x") is False
+    assert presence.online_counts([1]) == {}

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev migrate lint format clean
+.PHONY: run run-prod require-secret-key test test-integration install install-dev migrate lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,32 @@ migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
 run: migrate
-	$(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application
+	$(BIN)/python -m chatproject.serve -b $(HOST) -p $(PORT) chatproject.asgi:application
+
+# Production behind a TLS-terminating proxy (docs/deploy.md). The switch is set here, not by the caller.
+# chatproject.serve is daphne with its access log in JSON, ?token= redacted; --proxy-headers takes the
+# client address and scheme from nginx's X-Forwarded-For/Proto.
+run-prod: export DJANGO_ENV := production
+run-prod: require-secret-key install
+	$(BIN)/python manage.py check --deploy --fail-level WARNING
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	exec $(BIN)/python -m chatproject.serve --proxy-headers -b $(HOST) -p $(PORT) chatproject.asgi:application
+
+# First prerequisite of run-prod, so a missing key fails before anything is installed or started.
+require-secret-key:
+	@if [ -z "$$DJANGO_SECRET_KEY" ]; then \
+		echo "make run-prod: DJANGO_SECRET_KEY must be set when DJANGO_ENV=production" \
+			"(generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))')." >&2; \
+		exit 1; \
+	fi
 
 test: install-dev
 	$(BIN)/python -m pytest
+
+# Two real nodes on real Redis and PostgreSQL, with fault injection (private instances); see integration/.
+test-integration: install-dev
+	$(BIN)/python -m pytest integration
 
 lint: install-dev
 	$(BIN)/ruff check .

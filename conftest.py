@@ -1,5 +1,9 @@
 """Fixtures shared by every test suite."""
 
+import io
+import json
+import logging
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -44,3 +48,34 @@ def general(db):
     from chat.models import Room
 
     return Room.objects.get(name="general")
+
+
+class CapturedLog:
+    """What the server's JSON log handler would have written while a test ran."""
+
+    def __init__(self, stream: io.StringIO):
+        self._stream = stream
+
+    def text(self) -> str:
+        return self._stream.getvalue()
+
+    def lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.text().splitlines()]
+
+    def events(self, event: str) -> list[dict]:
+        return [line for line in self.lines() if line["event"] == event]
+
+
+@pytest.fixture
+def json_log():
+    """Every record logged during the test, formatted at emit time (so with its context) as JSON."""
+    from chatproject.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+    try:
+        yield CapturedLog(stream)
+    finally:
+        logging.getLogger().removeHandler(handler)

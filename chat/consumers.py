@@ -11,6 +11,7 @@ from django.conf import settings
 
 from chat import selectors, services
 from chat.events import encode, member_event, message_event, room_group, user_group
+from chat.logs import log_ws
 from chat.ordering import SeqOrderer
 from chat.presence import presence
 
@@ -47,6 +48,7 @@ class UnknownPathConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         await self.accept()
+        log_ws(self.scope, "ws.close", code=CLOSE_UNKNOWN_ROOM, reason="unknown path")
         await self.close(code=CLOSE_UNKNOWN_ROOM)
 
 
@@ -60,21 +62,19 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.user = self.scope.get("user")
         await self.accept()
         if self.user is None:
-            logger.info("ws close %s: token not accepted", CLOSE_UNAUTHENTICATED)
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.close_with(CLOSE_UNAUTHENTICATED, "token not accepted")
             return
         try:
             await self._join()
         except Exception:
             # A server-side outage, not the client's fault: say "try again", never 1011.
-            logger.error("ws close %s: could not join room", CLOSE_TRY_AGAIN, exc_info=True)
-            await self.close(code=CLOSE_TRY_AGAIN)
+            await self.close_with(CLOSE_TRY_AGAIN, "could not join room", logging.ERROR, exc_info=True)
 
     async def _join(self) -> None:
         room_name = self.scope["url_route"]["kwargs"]["room"]
         room = await database_sync_to_async(selectors.room_get)(name=room_name)
         if room is None:
-            await self.close(code=CLOSE_UNKNOWN_ROOM)
+            await self.close_with(CLOSE_UNKNOWN_ROOM, "unknown room")
             return
         since, since_error = parse_since(self._query_param("since"))
 
@@ -119,8 +119,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         payload = text_data if text_data is not None else bytes_data or b""
         size = len(payload.encode("utf-8", "surrogatepass")) if isinstance(payload, str) else len(payload)
         if size > settings.CHAT_MAX_FRAME_BYTES:
-            logger.info("ws close %s: frame of %d bytes", CLOSE_FRAME_TOO_LARGE, size)
-            await self.close(code=CLOSE_FRAME_TOO_LARGE)
+            await self.close_with(CLOSE_FRAME_TOO_LARGE, "frame too large", size=size)
             return
         if text_data is None:
             await self.send_error("bad_request", "Binary frames are not supported; send JSON text.")
@@ -187,10 +186,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def user_deactivated(self, event):
         """Close every socket of a deactivated user."""
-        logger.info("ws close %s: user %s deactivated", CLOSE_DEACTIVATED, self.user.pk)
-        await self.close(code=CLOSE_DEACTIVATED)
+        await self.close_with(CLOSE_DEACTIVATED, "user deactivated")
 
     # --- helpers --------------------------------------------------------------------------
+
+    async def close_with(self, code: int, reason: str, level: int = logging.INFO, **fields) -> None:
+        """Log the close with its code, then close."""
+        log_ws(self.scope, "ws.close", level, code=code, reason=reason, **fields)
+        await self.close(code=code)
 
     async def send_event(self, event: dict) -> None:
         await self.send(text_data=encode(event))
@@ -244,8 +247,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _close_at_expiry(self) -> None:
         expires_at = self.scope.get("token_expires_at") or time.time()
         await asyncio.sleep(max(0.0, expires_at - time.time()))
-        logger.info("ws close %s: token expired for user %s", CLOSE_UNAUTHENTICATED, self.user.pk)
-        await self.close(code=CLOSE_UNAUTHENTICATED)
+        await self.close_with(CLOSE_UNAUTHENTICATED, "token expired")
 
     def _live_tasks(self):
         self.tasks = [t for t in self.tasks if not t.done()]

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "chatproject.middleware.RequestLogMiddleware",  # first: its request id and timing cover everything
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -121,17 +122,25 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
 
 # --- Channel layer and cache ----------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Keys, channels and groups of one deployment; two deployments may share a Redis database.
+CHAT_REDIS_PREFIX = env.str("CHAT_REDIS_PREFIX", default="chat")
+# A socket's presence entry lives this long without a heartbeat (heartbeats every third of it),
+# so the users of a node killed with -9 drop out within TTL + TTL/3.
+CHAT_PRESENCE_TTL_SECONDS = env.int("CHAT_PRESENCE_TTL_SECONDS", default=45)
 if REDIS_URL:
+    # Pub/sub: one PUBLISH per group send, fanned out inside each node, and consumers survive a
+    # Redis restart (see README, "Several nodes"). Lost publishes are healed from the database.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{CHAT_REDIS_PREFIX}:asgi"},
         }
     }
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CHAT_REDIS_PREFIX,
         }
     }
 else:
@@ -184,6 +193,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The health fields share one choice set; one enum name keeps `check --deploy` free of W001.
+    "ENUM_NAME_OVERRIDES": {"HealthStateEnum": ["ok", "unavailable"]},
 }
 
 # --- Chat -----------------------------------------------------------------------------------
@@ -198,7 +209,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Outside production the app serves static files straight from the source folders.
 WHITENOISE_USE_FINDERS = not PRODUCTION
@@ -220,23 +231,51 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if PRODUCTION:
+    if "*" in ALLOWED_HOSTS:
+        # Any Host header would be believed: in absolute URLs, CSRF origins and the WebSocket origin check.
+        raise ImproperlyConfigured('DJANGO_ALLOWED_HOSTS must name the hosts served, not "*", in production.')
+    # TLS ends at the proxy, which must overwrite this header; nodes must be reachable only through it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    # Load balancers probe each node over plain HTTP.
     SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
     SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # ".example.com" in ALLOWED_HOSTS means the domain and its subdomains: "https://*.example.com".
+    CSRF_TRUSTED_ORIGINS = env.list(
+        "DJANGO_CSRF_TRUSTED_ORIGINS",
+        default=[f"https://*{host}" if host.startswith(".") else f"https://{host}" for host in ALLOWED_HOSTS],
+    )
 
 # --- Logging --------------------------------------------------------------------------------
+# One JSON object per line on stderr (LOG_FORMAT=plain for people at a terminal), every string
+# redacted of tokens (chatproject/logs.py). Serve with `python -m chatproject.serve` so that daphne's
+# access log goes through here too.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="json").lower()
+LOGGING_CONFIG = "chatproject.logs.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "formatters": {
+        "json": {"()": "chatproject.logs.JsonFormatter"},
+        "plain": {"()": "chatproject.logs.PlainFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain" if LOG_FORMAT == "plain" else "json",
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's defaults give these loggers handlers of their own (plain text): send them to root.
+        "django": {"handlers": [], "level": "NOTSET"},
+        "django.server": {"handlers": [], "level": "NOTSET", "propagate": True},
+        # chat.http logs every request; 4xx warnings from Django would say it twice.
         "django.request": {"level": "ERROR"},
         "django.channels.server": {"level": "WARNING"},
     },

@@ -24,6 +24,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+# daphne, with its access log sent through the JSON logging of settings.LOGGING (chatproject/serve.py).
+SERVER_COMMAND = [sys.executable, "-m", "chatproject.serve"]
 PASSWORD = "correct-horse-battery-9"  # the server runs Django's real password validators
 STARTUP_TIMEOUT_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -259,7 +261,7 @@ def launch_server(workdir: Path, **extra_env: str) -> Iterator[ServerProcess]:
         log_path = workdir / f"daphne-{port}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
+                [*SERVER_COMMAND, "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=log_file,

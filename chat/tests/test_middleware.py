@@ -1,5 +1,6 @@
 """The WebSocket handshake checks in chat/middleware.py: JWT from the query string, browser Origin."""
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -73,6 +74,65 @@ async def test_a_token_that_is_not_accepted_leaves_no_user_in_scope(alice, make_
     query = await sync_to_async(make_query)(alice)
     scope = await scope_after_middleware(query)
     assert (scope["user"], scope["token_expires_at"]) == (None, None)
+
+
+# --- connection ids and auth-failure log lines ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make_query", "reason"),
+    [
+        pytest.param(lambda user: b"", "Token missing", id="no-token"),
+        pytest.param(lambda user: b"token=not.a.jwt", "Token is invalid", id="malformed"),
+        pytest.param(
+            lambda user: f"token={RefreshToken.for_user(user)}".encode(), "Token has wrong type", id="refresh"
+        ),
+        pytest.param(lambda user: f"token={_expired(user)}".encode(), "Token is expired", id="expired"),
+        pytest.param(lambda user: f"token={_inactive(user)}".encode(), "User not found or inactive", id="inactive"),
+    ],
+)
+async def test_a_refused_token_is_logged_with_code_4001_and_its_reason_never_itself(
+    alice, json_log, make_query, reason
+):
+    query = await sync_to_async(make_query)(alice)
+    scope = await scope_after_middleware(query)
+
+    assert [
+        {key: value for key, value in line.items() if key != "time"} for line in json_log.events("ws.auth_refused")
+    ] == [
+        {
+            "level": "WARNING",
+            "logger": "chat.ws",
+            "event": "ws.auth_refused",
+            "connection_id": scope["connection_id"],
+            "code": 4001,
+            "reason": reason,
+        }
+    ]
+    token = query.decode().removeprefix("token=")
+    if token:
+        assert token not in json_log.text()
+        assert token.rsplit(".", 1)[-1] not in json_log.text()
+
+
+async def test_each_socket_gets_its_own_connection_id_carried_by_every_line_it_logs(alice, json_log):
+    token = AccessToken.for_user(alice)
+    lines_inside = []
+
+    async def inner(scope, receive, send):
+        logging.getLogger("chat.ws").info("inside")
+        lines_inside.append(scope["connection_id"])
+
+    for _ in range(2):
+        await JWTQueryStringAuthMiddleware(inner)(
+            {"type": "websocket", "query_string": f"token={token}".encode()}, None, None
+        )
+
+    assert len(set(lines_inside)) == 2
+    assert [(line["connection_id"], line["user_id"]) for line in json_log.events("inside")] == [
+        (connection_id, alice.pk) for connection_id in lines_inside
+    ]
+    assert json_log.events("ws.auth_refused") == []
 
 
 # --- Origin ------------------------------------------------------------------------------

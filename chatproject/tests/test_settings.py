@@ -258,8 +258,14 @@ def test_channel_layer_is_in_process_by_default(dev_env):
     assert load_settings(dev_env)["CHANNEL_LAYERS"] == {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
-def test_redis_url_selects_the_redis_channel_layer(dev_env):
-    layers = load_settings({**dev_env, "REDIS_URL": "redis://127.0.0.1:6379/0"})["CHANNEL_LAYERS"]
+def test_redis_url_selects_the_redis_pubsub_channel_layer_under_the_prefix(dev_env):
+    layers = load_settings({**dev_env, "REDIS_URL": "redis://127.0.0.1:6379/0", "CHAT_REDIS_PREFIX": "blue"})[
+        "CHANNEL_LAYERS"
+    ]
 
-    assert layers["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    assert layers["default"]["CONFIG"]["hosts"] == ["redis://127.0.0.1:6379/0"]
+    assert layers == {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": "blue:asgi"},
+        }
+    }

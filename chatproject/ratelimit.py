@@ -1,0 +1,79 @@
+"""Fixed-window rate limits on Django's cache: shared across nodes on Redis, per process otherwise.
+
+A rate reads `<count>/<period>`, the period `s`, `min` or `h` with an optional number in front
+(`10/min`, `20/10s`, `1000/h`); `0` disables the limit.
+"""
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|min|h)\s*$")
+_UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600}
+
+
+@dataclass(frozen=True)
+class Rate:
+    count: int
+    seconds: int
+
+
+def parse_rate(text: str) -> Rate | None:
+    """Return the rate, or None when the limit is disabled ("0")."""
+    if text.strip() == "0":
+        return None
+    match = _RATE.match(text)
+    if not match:
+        raise ImproperlyConfigured(f"Bad rate {text!r}: use <count>/<period>, e.g. 10/min, 20/10s, 1000/h or 0.")
+    count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
+    if count == 0:
+        return None
+    if multiple == 0:
+        raise ImproperlyConfigured(f"Bad rate {text!r}: the period cannot be zero.")
+    return Rate(count=count, seconds=multiple * _UNIT_SECONDS[unit])
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: float):
+        super().__init__(f"Rate limited; retry after {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+def _window(rate: Rate, now: float) -> tuple[int, float]:
+    index = int(now // rate.seconds)
+    return index, (index + 1) * rate.seconds - now
+
+
+def hit(scope: str, key: str, rate: Rate | None, *, now: float | None = None) -> None:
+    """Count one event; raise RateLimited when it goes over the rate (the event is then refused)."""
+    if rate is None:
+        return
+    now = time.time() if now is None else now
+    index, remaining = _window(rate, now)
+    cache_key = f"rl:{scope}:{key}:{rate.seconds}:{index}"
+    cache.add(cache_key, 0, timeout=rate.seconds + 1)
+    try:
+        count = cache.incr(cache_key)
+    except ValueError:  # expired between add and incr
+        cache.set(cache_key, 1, timeout=rate.seconds + 1)
+        count = 1
+    if count > rate.count:
+        raise RateLimited(retry_after=max(remaining, 0.001))
+
+
+def peek(scope: str, key: str, rate: Rate | None, *, now: float | None = None) -> float | None:
+    """Seconds until the limit lifts when it is exhausted now, else None (counts nothing)."""
+    if rate is None:
+        return None
+    now = time.time() if now is None else now
+    index, remaining = _window(rate, now)
+    count = cache.get(f"rl:{scope}:{key}:{rate.seconds}:{index}", 0)
+    return max(remaining, 0.001) if count >= rate.count else None

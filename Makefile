@@ -29,14 +29,15 @@ run: migrate
 	$(BIN)/python -m chatproject.serve -b $(HOST) -p $(PORT) chatproject.asgi:application
 
 # Production behind a TLS-terminating proxy (docs/deploy.md). The switch is set here, not by the caller.
-# chatproject.serve is daphne with its access log in JSON, ?token= redacted; --proxy-headers takes the
-# client address and scheme from nginx's X-Forwarded-For/Proto.
+# chatproject.serve is daphne with its access log in JSON, ?token= redacted. The client address for
+# rate limits comes from X-Forwarded-For only when the peer is in TRUSTED_PROXIES (not --proxy-headers,
+# which would believe a header any client can forge).
 run-prod: export DJANGO_ENV := production
 run-prod: require-secret-key install
 	$(BIN)/python manage.py check --deploy --fail-level WARNING
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	exec $(BIN)/python -m chatproject.serve --proxy-headers -b $(HOST) -p $(PORT) chatproject.asgi:application
+	exec $(BIN)/python -m chatproject.serve -b $(HOST) -p $(PORT) chatproject.asgi:application
 
 # First prerequisite of run-prod, so a missing key fails before anything is installed or started.
 require-secret-key:

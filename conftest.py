@@ -18,6 +18,17 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _no_rate_limits(settings):
+    """Limits are off unless a test sets them (chat/tests/test_limits.py); counters start empty."""
+    from django.core.cache import cache
+
+    settings.AUTH_RATE = settings.LOGIN_FAILURE_RATE = settings.CHAT_MESSAGE_RATE = "0"
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _empty_presence():
     presence.clear()
     yield

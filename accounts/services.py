@@ -1,10 +1,17 @@
 """Writes on users, shared by the API, the admin and the management commands."""
 
+import contextlib
+
+from django.conf import settings
+from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
 from django.db import IntegrityError, transaction
 
 from accounts.models import User
 from accounts.tokens import refresh_tokens_revoke_all
+from chatproject.ratelimit import RateLimited, hit, parse_rate, peek, remember, remembers
+
+KNOWN_ADDRESS_SECONDS = 30 * 24 * 3600
 
 
 class UsernameTaken(Exception):
@@ -41,4 +48,31 @@ def user_set_active(*, user: User, active: bool) -> User:
     if not active:
         refresh_tokens_revoke_all(user=user)
         transaction.on_commit(lambda: publish_user_deactivated(user_id=user.pk))
+    return user
+
+
+def user_login(*, request, username: str, password: str, client_ip: str) -> User | None:
+    """Check a username and password; None for wrong ones (unknown and inactive users alike).
+
+    Failed logins are counted per username and per (username, address). Past the limit the
+    username refuses further attempts with RateLimited until the window ends, except from
+    addresses that have logged in as that user before: an attacker can slow guessing but
+    cannot lock the real user out of their usual devices.
+    """
+    rate = parse_rate(settings.LOGIN_FAILURE_RATE)
+    name = username.lower()
+    known_key = f"login-known:{name}:{client_ip}"
+    scopes = [("login-failures-from", f"{name}:{client_ip}")]
+    if not remembers(known_key):
+        scopes.append(("login-failures", name))
+    waits = [wait for scope, key in scopes if (wait := peek(scope, key, rate)) is not None]
+    if waits:
+        raise RateLimited(max(waits))
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        for scope, key in [("login-failures-from", f"{name}:{client_ip}"), ("login-failures", name)]:
+            with contextlib.suppress(RateLimited):  # counted; the next attempt is refused
+                hit(scope, key, rate)
+        return None
+    remember(known_key, KNOWN_ADDRESS_SECONDS)
     return user

@@ -1,4 +1,6 @@
-from django.contrib.auth import authenticate
+import logging
+
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
@@ -13,11 +15,23 @@ from accounts.serializers import (
     TokenRequestSerializer,
     TokenResponseSerializer,
     UserSerializer,
+    WsTicketSerializer,
 )
-from accounts.services import UsernameTaken, user_register
-from chatproject.errors import ErrorSerializer, ValidationErrorSerializer
+from accounts.services import UsernameTaken, user_login, user_register
+from accounts.tickets import ws_ticket_issue
+from chatproject.errors import RETRY_AFTER_HEADER, ErrorSerializer, RateLimitedSerializer, ValidationErrorSerializer
+from chatproject.ratelimit import client_ip, hit, parse_rate
+
+logger = logging.getLogger("chat.accounts")
 
 BAD_CREDENTIALS = {"detail": "Incorrect username or password"}
+
+
+def limit_per_address(request, scope: str) -> str:
+    """Count one request of this client address against AUTH_RATE; return the address."""
+    address = client_ip(request.META, settings.TRUSTED_PROXIES)
+    hit(scope, address, parse_rate(settings.AUTH_RATE))
+    return address
 
 
 def unauthorized(detail: str) -> Response:
@@ -30,10 +44,12 @@ class RegisterView(APIView):
 
     @extend_schema(
         request=RegisterSerializer,
-        responses={201: UserSerializer, 400: ValidationErrorSerializer},
+        responses={201: UserSerializer, 400: ValidationErrorSerializer, 429: RateLimitedSerializer},
+        parameters=[RETRY_AFTER_HEADER],
         summary="Create an account",
     )
     def post(self, request):
+        limit_per_address(request, "register")
         serializer = RegisterSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
@@ -52,16 +68,24 @@ class TokenView(APIView):
             "application/x-www-form-urlencoded": TokenRequestSerializer,
             "application/json": TokenRequestSerializer,
         },
-        responses={200: TokenResponseSerializer, 400: ValidationErrorSerializer, 401: ErrorSerializer},
+        responses={
+            200: TokenResponseSerializer,
+            400: ValidationErrorSerializer,
+            401: ErrorSerializer,
+            429: RateLimitedSerializer,
+        },
+        parameters=[RETRY_AFTER_HEADER],
         summary="Log in (OAuth2 password grant)",
     )
     def post(self, request):
+        address = limit_per_address(request, "token")
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = authenticate(
-            request,
+        user = user_login(
+            request=request,
             username=serializer.validated_data["username"],
             password=serializer.validated_data["password"],
+            client_ip=address,
         )
         if user is None:  # wrong password, unknown and inactive users look the same
             return Response(BAD_CREDENTIALS, status=401, headers={"WWW-Authenticate": "Bearer"})
@@ -112,3 +136,18 @@ class MeView(APIView):
     def get(self, request):
         user = request.user
         return Response({"id": user.pk, "username": user.username, "date_joined": user.date_joined.isoformat()})
+
+
+class WsTicketView(APIView):
+    @extend_schema(
+        request=None,
+        responses={200: WsTicketSerializer, 401: ErrorSerializer, 503: ErrorSerializer},
+        summary="A single-use ticket for /ws/{room}?ticket=... (valid 30 s)",
+    )
+    def post(self, request):
+        try:
+            ticket = ws_ticket_issue(user=request.user, access_expires_at=float(request.auth["exp"]))
+        except Exception:
+            logger.warning("ws ticket not issued (cache unavailable)", exc_info=True)
+            return Response({"detail": "Tickets are unavailable; try again shortly."}, status=503)
+        return Response({"ticket": ticket, "expires_in": settings.WS_TICKET_SECONDS})

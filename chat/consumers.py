@@ -12,8 +12,10 @@ from django.conf import settings
 from chat import selectors, services
 from chat.events import encode, member_event, message_event, room_group, user_group
 from chat.logs import log_ws
+from chat.middleware import AUTH_UNAVAILABLE
 from chat.ordering import SeqOrderer
 from chat.presence import presence
+from chatproject.ratelimit import RateLimited
 
 logger = logging.getLogger("chat.ws")
 
@@ -21,6 +23,7 @@ CLOSE_UNAUTHENTICATED = 4001
 CLOSE_DEACTIVATED = 4003
 CLOSE_UNKNOWN_ROOM = 4004
 CLOSE_FRAME_TOO_LARGE = 4009
+CLOSE_TOO_MANY_CONNECTIONS = 4029
 CLOSE_TRY_AGAIN = 4500  # the database or channel layer is unavailable: reconnect with since=
 GAP_WAIT_SECONDS = 0.5
 
@@ -53,16 +56,34 @@ class UnknownPathConsumer(AsyncWebsocketConsumer):
 
 
 class RoomConsumer(AsyncWebsocketConsumer):
+    """One socket in one room. Protocol in README.md."""
+
     room = None
     orderer: SeqOrderer | None = None
     tasks: list
+
+    async def __call__(self, scope, receive, send):
+        try:
+            return await super().__call__(scope, receive, send)
+        except Exception:
+            if getattr(self, "channel_name", None):
+                raise
+            # The channel layer could not even name this socket (Redis down): accept, say "try
+            # again" with 4500, rather than fail the handshake with an HTTP 500.
+            log_ws(scope, "ws.close", logging.ERROR, exc_info=True, code=CLOSE_TRY_AGAIN, reason="channel layer down")
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN})
 
     async def connect(self):
         self.tasks = []
         self.user = self.scope.get("user")
         await self.accept()
         if self.user is None:
-            await self.close_with(CLOSE_UNAUTHENTICATED, "token not accepted")
+            if self.scope.get("auth_refusal") == AUTH_UNAVAILABLE:
+                await self.close_with(CLOSE_TRY_AGAIN, "authentication unavailable")
+            else:
+                await self.close_with(CLOSE_UNAUTHENTICATED, "token not accepted")
             return
         try:
             await self._join()
@@ -77,6 +98,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close_with(CLOSE_UNKNOWN_ROOM, "unknown room")
             return
         since, since_error = parse_since(self._query_param("since"))
+        limit = settings.CHAT_MAX_CONNECTIONS_PER_USER
+        if limit and await presence.user_socket_count(user_id=self.user.pk) >= limit:
+            await self.close_with(CLOSE_TOO_MANY_CONNECTIONS, "too many connections", limit=limit)
+            return
 
         self.order_lock = asyncio.Lock()
         # Subscribe before reading history, so nothing committed from here on can be missed.
@@ -155,6 +180,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
         except services.MessageRejected as exc:
             await self.send_error(exc.code, exc.detail, client_id)
             return
+        except RateLimited as exc:
+            await self.send_error(
+                "rate_limited", "Too many messages; wait before sending again.", client_id, retry_after=exc.seconds
+            )
+            return
         except Exception:
             logger.error("message from user %s in room %s not stored", self.user.pk, self.room.name, exc_info=True)
             await self.send_error("unavailable", "The message could not be stored; send it again.", client_id)
@@ -198,8 +228,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def send_event(self, event: dict) -> None:
         await self.send(text_data=encode(event))
 
-    async def send_error(self, code: str, detail: str, client_id=None) -> None:
-        event = {"type": "error", "code": code, "detail": detail}
+    async def send_error(self, code: str, detail: str, client_id=None, **extra) -> None:
+        event = {"type": "error", "code": code, "detail": detail, **extra}
         if isinstance(client_id, str) and len(client_id) <= services.CLIENT_ID_MAX_LENGTH:
             event["client_id"] = client_id
         await self.send_event(event)

@@ -1,4 +1,4 @@
-"""WebSocket handshake checks: the browser origin, then the access token in the query string."""
+"""WebSocket handshake checks: the browser origin, then the ticket or access token in the query string."""
 
 import logging
 import uuid
@@ -8,11 +8,13 @@ from channels.db import database_sync_to_async
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 
+from accounts.tickets import ws_ticket_redeem
 from accounts.tokens import AccessClaims, InvalidToken, access_token_user
 from chat.logs import log_ws
 from chatproject.logs import log_context
 
 CLOSE_UNAUTHENTICATED = 4001  # the room consumer closes with it when scope["user"] is None
+AUTH_UNAVAILABLE = "Authentication unavailable"  # scope["auth_refusal"]: the consumer closes with 4500
 
 
 class OriginCheck(OriginValidator):
@@ -28,18 +30,26 @@ class OriginCheck(OriginValidator):
 
 
 @database_sync_to_async
-def _claims(raw_token: str) -> tuple[AccessClaims | None, str | None]:
-    """Return (claims, None) for an accepted token, else (None, why it was refused)."""
+def _claims(query: dict) -> tuple[AccessClaims | None, str | None]:
+    """Return (claims, None) for an accepted ticket or token, else (None, why it was refused)."""
+    ticket = (query.get("ticket") or [""])[0]
+    token = (query.get("token") or [""])[0]
+    if not ticket and not token:
+        return None, "Token missing"
     try:
-        return access_token_user(raw_token), None
+        return (ws_ticket_redeem(ticket) if ticket else access_token_user(token)), None
     except InvalidToken as exc:
         # SimpleJWT's and accounts.tokens' fixed sentences ("Token is expired", "User not found or
         # inactive"): they classify the refusal and never quote the token.
         return None, str(exc)
+    except Exception:
+        # The database or cache is down: not the client's fault; the consumer closes with 4500.
+        logging.getLogger("chat.ws").warning("ws auth could not be checked", exc_info=True)
+        return None, AUTH_UNAVAILABLE
 
 
 class JWTQueryStringAuthMiddleware:
-    """Put the user named by `?token=` in scope["user"] (None when the token is not accepted).
+    """Put the user named by `?ticket=` or `?token=` in scope["user"] (None when not accepted).
 
     The consumer, not the middleware, refuses: it accepts and closes with 4001 so that
     browsers can read the code. Every socket gets a scope["connection_id"], bound to each log
@@ -51,15 +61,16 @@ class JWTQueryStringAuthMiddleware:
 
     async def __call__(self, scope, receive, send):
         query = parse_qs(scope.get("query_string", b"").decode("latin1"))
-        raw = (query.get("token") or [""])[0]
-        claims, refusal = await _claims(raw) if raw else (None, "Token missing")
+        claims, refusal = await _claims(query)
         scope = dict(
             scope,
             user=claims.user if claims else None,
             token_expires_at=claims.expires_at if claims else None,
+            auth_refusal=refusal,
             connection_id=uuid.uuid4().hex,
         )
         with log_context(connection_id=scope["connection_id"], user_id=claims.user.pk if claims else None):
             if refusal:
-                log_ws(scope, "ws.auth_refused", logging.WARNING, code=CLOSE_UNAUTHENTICATED, reason=refusal)
+                code = 4500 if refusal == AUTH_UNAVAILABLE else CLOSE_UNAUTHENTICATED
+                log_ws(scope, "ws.auth_refused", logging.WARNING, code=code, reason=refusal)
             return await self.app(scope, receive, send)

@@ -17,6 +17,8 @@ class InProcessPresence:
         # room id -> user id -> set of channel names
         self._sockets: dict[int, dict[int, set[str]]] = defaultdict(dict)
         self._usernames: dict[int, str] = {}
+        # user id -> channel names in every room
+        self._user_sockets: dict[int, set[str]] = defaultdict(set)
 
     async def connect(self, *, room_id: int, room_name: str, user_id: int, username: str, channel: str) -> bool:
         """Record a socket; True when it is the user's first in the room."""
@@ -25,11 +27,13 @@ class InProcessPresence:
             first = not channels
             channels.add(channel)
             self._usernames[user_id] = username
+            self._user_sockets[user_id].add(channel)
             return first
 
     async def disconnect(self, *, room_id: int, user_id: int, channel: str) -> bool:
         """Forget a socket; True when it was the user's last in the room."""
         with self._lock:
+            self._user_sockets[user_id].discard(channel)
             users = self._sockets.get(room_id, {})
             channels = users.get(user_id)
             if channels is None or channel not in channels:
@@ -47,6 +51,11 @@ class InProcessPresence:
             members = [{"id": uid, "username": self._usernames[uid]} for uid in ids]
         return sorted(members, key=lambda u: u["username"].lower())
 
+    async def user_socket_count(self, *, user_id: int) -> int:
+        """How many sockets the user has open, in every room."""
+        with self._lock:
+            return len(self._user_sockets.get(user_id, ()))
+
     def online_counts(self, room_ids: list[int]) -> dict[int, int]:
         with self._lock:
             return {rid: len(self._sockets.get(rid, {})) for rid in room_ids}
@@ -55,6 +64,7 @@ class InProcessPresence:
         with self._lock:
             self._sockets.clear()
             self._usernames.clear()
+            self._user_sockets.clear()
 
 
 def _configured():

@@ -26,11 +26,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[8])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[5], ARGV[7])
 if live == 0 then return 1 end
 return 0
 """
 
 _DISCONNECT = """
+redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) == 0 then
@@ -43,6 +47,10 @@ _HEARTBEAT = """
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], 'GT', ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[5])
+redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
 return 1
 """
 
@@ -73,8 +81,9 @@ class RedisPresence:
         self._loop = None
         self._client: aioredis.Redis | None = None
         self._heartbeat: asyncio.Task | None = None
-        # channel name -> (room id, user id): this node's sockets, refreshed by the heartbeat
-        self._local: dict[str, tuple[int, int]] = {}
+        # channel name -> (room id, room name, user id, username): this node's sockets, refreshed
+        # (names included, so a restarted, empty Redis learns them again) by the heartbeat
+        self._local: dict[str, tuple[int, str, int, str]] = {}
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -83,6 +92,9 @@ class RedisPresence:
 
     def _sockets_key(self, room_id: int, user_id: int) -> str:
         return f"{self.prefix}:{room_id}:u:{user_id}"
+
+    def _user_key(self, user_id: int) -> str:
+        return f"{self.prefix}:conn:{user_id}"
 
     @property
     def _names_key(self) -> str:
@@ -111,12 +123,18 @@ class RedisPresence:
 
     async def connect(self, *, room_id: int, room_name: str, user_id: int, username: str, channel: str) -> bool:
         """Record a socket; True when it is the user's first live one in the room, cluster-wide."""
-        self._local[channel] = (room_id, user_id)
+        self._local[channel] = (room_id, room_name, user_id, username)
         client = self._redis()
         now = time.time()
         try:
             first = await self._connect_script(
-                keys=[self._sockets_key(room_id, user_id), self._users_key(room_id), self._names_key, self._rooms_key],
+                keys=[
+                    self._sockets_key(room_id, user_id),
+                    self._users_key(room_id),
+                    self._names_key,
+                    self._rooms_key,
+                    self._user_key(user_id),
+                ],
                 args=[now, now + self.ttl, channel, user_id, username, room_id, self.ttl * 2, room_name],
                 client=client,
             )
@@ -131,7 +149,7 @@ class RedisPresence:
         client = self._redis()
         try:
             last = await self._disconnect_script(
-                keys=[self._sockets_key(room_id, user_id), self._users_key(room_id)],
+                keys=[self._sockets_key(room_id, user_id), self._users_key(room_id), self._user_key(user_id)],
                 args=[time.time(), channel, user_id],
                 client=client,
             )
@@ -151,6 +169,14 @@ class RedisPresence:
             return []
         members = [{"id": int(uid), "username": (name or b"").decode()} for uid, name in zip(ids, names, strict=True)]
         return sorted(members, key=lambda u: u["username"].lower())
+
+    async def user_socket_count(self, *, user_id: int) -> int:
+        """How many live sockets the user has, on every node and in every room."""
+        try:
+            return await self._redis().zcount(self._user_key(user_id), time.time(), "+inf")
+        except redis.RedisError:
+            logger.warning("presence: socket count unknown (Redis unavailable)", exc_info=True)
+            return 0
 
     def online_counts(self, room_ids: list[int]) -> dict[int, int]:
         now = time.time()
@@ -187,10 +213,16 @@ class RedisPresence:
         client = self._redis()
         expires = time.time() + self.ttl
         async with client.pipeline(transaction=False) as pipe:
-            for channel, (room_id, user_id) in list(self._local.items()):
+            for channel, (room_id, room_name, user_id, username) in list(self._local.items()):
                 await self._heartbeat_script(
-                    keys=[self._sockets_key(room_id, user_id), self._users_key(room_id)],
-                    args=[expires, channel, user_id, self.ttl * 2],
+                    keys=[
+                        self._sockets_key(room_id, user_id),
+                        self._users_key(room_id),
+                        self._user_key(user_id),
+                        self._names_key,
+                        self._rooms_key,
+                    ],
+                    args=[expires, channel, user_id, self.ttl * 2, username, room_id, room_name],
                     client=pipe,
                 )
             await pipe.execute()

@@ -1,6 +1,9 @@
+from django.conf import settings
 from rest_framework import serializers
 
 from accounts.serializers import UserSerializer
+from chat.services import CLIENT_ID_MAX_LENGTH
+from chatproject.fields import StrictCharField
 
 
 class MessageSerializer(serializers.Serializer):
@@ -16,11 +19,18 @@ class MessageSerializer(serializers.Serializer):
 
 
 class MessageCreateSerializer(serializers.Serializer):
-    """Input of POST /messages/{room}; content and client_id are checked by chat.services."""
+    """Schema of the input of POST /messages/{room}; chat.services checks content and client_id."""
 
-    content = serializers.JSONField(help_text="The text; not empty, at most CHAT_MAX_MESSAGE_LENGTH characters.")
-    client_id = serializers.JSONField(
-        required=False, allow_null=True, help_text="1-64 characters; the same value again returns the original."
+    content = StrictCharField(
+        max_length=settings.CHAT_MAX_MESSAGE_LENGTH,
+        help_text="The text: not only whitespace, at most CHAT_MAX_MESSAGE_LENGTH characters, no NUL.",
+    )
+    client_id = StrictCharField(
+        required=False,
+        allow_null=True,
+        min_length=1,
+        max_length=CLIENT_ID_MAX_LENGTH,
+        help_text="Makes the send idempotent: the same value again returns the original message.",
     )
 
 

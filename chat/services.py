@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from accounts.models import User
 from chat.events import publish_message
 from chat.models import Message, Room
+from chatproject.ratelimit import hit, parse_rate
 
 CLIENT_ID_MAX_LENGTH = 64
 
@@ -69,7 +70,7 @@ def message_create(*, room: Room, user: User, content, client_id=None) -> Messag
     """Store a message with the room's next seq and broadcast it once committed.
 
     A client_id already used by this user in this room returns the original message and
-    stores and broadcasts nothing.
+    stores and broadcasts nothing. Over CHAT_MESSAGE_RATE it raises RateLimited.
     """
     message_validate(content=content, client_id=client_id)
     try:
@@ -79,6 +80,8 @@ def message_create(*, room: Room, user: User, content, client_id=None) -> Messag
             original = _existing(room=locked, user=user, client_id=client_id)
             if original is not None:
                 return MessageResult(original, created=False)
+            # Counted once per stored message, whatever the transport; raises RateLimited.
+            hit("messages", str(user.pk), parse_rate(settings.CHAT_MESSAGE_RATE))
             locked.last_seq += 1
             locked.save(update_fields=["last_seq"])
             message = Message.objects.create(

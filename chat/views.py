@@ -15,7 +15,7 @@ from chat.serializers import (
     MessageSerializer,
     RoomListSerializer,
 )
-from chatproject.errors import ErrorSerializer, ValidationErrorSerializer
+from chatproject.errors import RETRY_AFTER_HEADER, ErrorSerializer, RateLimitedSerializer, ValidationErrorSerializer
 
 
 def room_or_404(name: str) -> Room:
@@ -62,8 +62,9 @@ class MessagesView(APIView):
             400: ValidationErrorSerializer,
             401: ErrorSerializer,
             404: ErrorSerializer,
+            429: RateLimitedSerializer,
         },
-        parameters=[OpenApiParameter("room", str, OpenApiParameter.PATH)],
+        parameters=[OpenApiParameter("room", str, OpenApiParameter.PATH), RETRY_AFTER_HEADER],
         summary="Post a message",
         description="201 with the new message; 200 with the original when this client_id was used before.",
     )

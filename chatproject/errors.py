@@ -1,10 +1,17 @@
 """Every error leaves the server as a JSON object: DRF errors, unknown paths and crashes alike."""
 
 import logging
+from http import HTTPStatus
 
 from django.http import JsonResponse
+from django.urls import reverse
+from django.utils.deprecation import MiddlewareMixin
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
+from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from chatproject.ratelimit import RateLimited
 
 logger = logging.getLogger("chat.errors")
 
@@ -20,24 +27,88 @@ class ValidationErrorSerializer(serializers.Serializer):
     non_field_errors = serializers.ListField(child=serializers.CharField(), required=False)
 
 
+class RateLimitedSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    retry_after = serializers.IntegerField(min_value=1, help_text="Seconds to wait; also the Retry-After header.")
+
+
+# The header every 429 carries, for `@extend_schema(parameters=[RETRY_AFTER_HEADER])` on rate-limited operations.
+RETRY_AFTER_HEADER = OpenApiParameter(
+    "Retry-After",
+    int,
+    OpenApiParameter.HEADER,
+    required=True,
+    response=[429],
+    description="Seconds to wait before trying again; the same number as `retry_after`.",
+)
+
+
+def rate_limited_response(exc: RateLimited) -> Response:
+    return Response(
+        {"detail": "Too many requests; try again later.", "retry_after": exc.seconds},
+        status=429,
+        headers={"Retry-After": str(exc.seconds)},
+    )
+
+
 def api_exception_handler(exc, context):
+    if isinstance(exc, RateLimited):
+        return rate_limited_response(exc)
     response = exception_handler(exc, context)
     if response is not None and response.status_code == 401:
         response["WWW-Authenticate"] = "Bearer"
     return response
 
 
+_DETAILS = {400: "Bad request.", 403: "Permission denied.", 404: "Not found.", 500: "Internal server error."}
+
+
+def error_response(status: int) -> JsonResponse:
+    """{"detail": ...} naming the status and nothing else: no exception text, path or setting."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return JsonResponse({"detail": _DETAILS.get(status, f"{phrase.capitalize()}.")}, status=status)
+
+
 def not_found(request, exception=None):
-    return JsonResponse({"detail": "Not found."}, status=404)
+    return error_response(404)
 
 
 def bad_request(request, exception=None):
-    return JsonResponse({"detail": "Bad request."}, status=400)
+    return error_response(400)
 
 
 def permission_denied(request, exception=None):
-    return JsonResponse({"detail": "Permission denied."}, status=403)
+    return error_response(403)
 
 
 def server_error(request):
-    return JsonResponse({"detail": "Internal server error."}, status=500)
+    return error_response(500)
+
+
+def _is_json(response) -> bool:
+    media_type = response.get("Content-Type", "").split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+class JsonErrorMiddleware(MiddlewareMixin):
+    """Answer every error outside the admin as JSON, whoever made the response.
+
+    Some errors never reach the handlers above: the CSRF failure page and a plain view's empty 405
+    are HTML, and with DEBUG on Django answers an unknown path, a bad Host or a crash with its
+    technical pages (URL patterns, traceback, settings). The admin keeps its HTML pages.
+    """
+
+    def process_response(self, request, response):
+        if response.status_code < 400 or _is_json(response) or request.path.startswith(reverse("admin:index")):
+            return response
+        replacement = error_response(response.status_code)
+        for name, value in response.headers.items():  # Allow of a 405, Retry-After, WWW-Authenticate, ...
+            if name.lower() not in ("content-type", "content-length"):
+                replacement.headers.setdefault(name, value)
+        replacement.cookies = response.cookies
+        # Django logs an error response once, marking it; the copy must not be logged again.
+        replacement._has_been_logged = getattr(response, "_has_been_logged", False)
+        return replacement

@@ -4,6 +4,8 @@ A rate reads `<count>/<period>`, the period `s`, `min` or `h` with an optional n
 (`10/min`, `20/10s`, `1000/h`); `0` disables the limit.
 """
 
+import ipaddress
+import logging
 import math
 import re
 import time
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger("chat.ratelimit")
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|min|h)\s*$")
 _UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600}
@@ -43,8 +47,9 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
     @property
-    def retry_after_header(self) -> str:
-        return str(max(1, math.ceil(self.retry_after)))
+    def seconds(self) -> int:
+        """Whole seconds to wait (at least 1): the `retry_after` field and the Retry-After header."""
+        return max(1, math.ceil(self.retry_after))
 
 
 def _window(rate: Rate, now: float) -> tuple[int, float]:
@@ -59,12 +64,17 @@ def hit(scope: str, key: str, rate: Rate | None, *, now: float | None = None) ->
     now = time.time() if now is None else now
     index, remaining = _window(rate, now)
     cache_key = f"rl:{scope}:{key}:{rate.seconds}:{index}"
-    cache.add(cache_key, 0, timeout=rate.seconds + 1)
     try:
-        count = cache.incr(cache_key)
-    except ValueError:  # expired between add and incr
-        cache.set(cache_key, 1, timeout=rate.seconds + 1)
-        count = 1
+        cache.add(cache_key, 0, timeout=rate.seconds + 1)
+        try:
+            count = cache.incr(cache_key)
+        except ValueError:  # expired between add and incr
+            cache.set(cache_key, 1, timeout=rate.seconds + 1)
+            count = 1
+    except Exception:
+        # The cache (Redis) is down: limits fail open, so a send is still stored, not refused.
+        logger.warning("rate limit %s not counted (cache unavailable)", scope, exc_info=True)
+        return
     if count > rate.count:
         raise RateLimited(retry_after=max(remaining, 0.001))
 
@@ -75,5 +85,56 @@ def peek(scope: str, key: str, rate: Rate | None, *, now: float | None = None) -
         return None
     now = time.time() if now is None else now
     index, remaining = _window(rate, now)
-    count = cache.get(f"rl:{scope}:{key}:{rate.seconds}:{index}", 0)
+    try:
+        count = cache.get(f"rl:{scope}:{key}:{rate.seconds}:{index}", 0)
+    except Exception:
+        logger.warning("rate limit %s not read (cache unavailable)", scope, exc_info=True)
+        return None
     return max(remaining, 0.001) if count >= rate.count else None
+
+
+def _in(address: str, networks: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for network in networks:
+        try:
+            if ip in ipaddress.ip_network(network, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def client_ip(meta: dict, trusted_proxies: list[str]) -> str:
+    """The client's address: the socket's peer, unless the peer is a trusted proxy.
+
+    Behind trusted proxies, X-Forwarded-For is read from the right and the first address that
+    is not a trusted proxy is the client: the hops a client wrote itself are never believed.
+    """
+    peer = meta.get("REMOTE_ADDR") or ""
+    if not _in(peer, trusted_proxies):
+        return peer
+    hops = [hop.strip() for hop in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted_proxies):
+            return hop
+    return hops[0] if hops else peer
+
+
+def remember(key: str, seconds: int) -> None:
+    """Note a fact in the cache for a while; skipped when the cache is down."""
+    try:
+        cache.set(key, True, seconds)
+    except Exception:
+        logger.warning("cache unavailable: %s not remembered", key.split(":", 1)[0], exc_info=True)
+
+
+def remembers(key: str) -> bool:
+    """Whether the cache holds the fact; False when the cache is down."""
+    try:
+        return bool(cache.get(key))
+    except Exception:
+        logger.warning("cache unavailable: %s not read", key.split(":", 1)[0], exc_info=True)
+        return False

@@ -60,6 +60,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "chatproject.middleware.RequestLogMiddleware",  # first: its request id and timing cover everything
+    "chatproject.errors.JsonErrorMiddleware",  # before the rest: it sees every error response they make
+    "chatproject.security.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -201,6 +203,15 @@ SPECTACULAR_SETTINGS = {
 CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=4000)
 CHAT_MAX_FRAME_BYTES = 64 * 1024
 CHAT_REPLAY_LIMIT = 1000
+
+# --- Abuse limits (README, "Security") -------------------------------------------------------
+AUTH_RATE = env.str("AUTH_RATE", default="10/min")  # /register and /token, each, per client IP
+LOGIN_FAILURE_RATE = env.str("LOGIN_FAILURE_RATE", default="10/15min")  # failed logins per username
+CHAT_MESSAGE_RATE = env.str("CHAT_MESSAGE_RATE", default="20/10s")  # sends per user, every transport
+CHAT_MAX_CONNECTIONS_PER_USER = env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=20)  # 0: unlimited
+# Addresses (or networks) of proxies whose X-Forwarded-For is believed; empty: the socket's peer is the client.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+WS_TICKET_SECONDS = 30
 
 # --- i18n, static ---------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

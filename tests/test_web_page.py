@@ -207,6 +207,10 @@ def test_the_page_only_talks_to_its_own_server(visitors, server):
     own = urlparse(server.base_url).netloc
     foreign = [url for url in ann.requests if urlparse(url).netloc != own]
     assert ann.requests and foreign == []
+    # The socket authenticates with a single-use ticket: no access token in any URL the page opens.
+    sockets = [url for url in ann.requests if url.startswith("ws")]
+    assert sockets and all("ticket=" in url for url in sockets)
+    assert not [url for url in ann.requests if "token=" in url]
 
 
 def test_errors_from_the_server_show_in_words(visitors, server):

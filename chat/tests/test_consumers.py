@@ -10,7 +10,6 @@ from urllib.parse import urlencode
 import jwt
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.db import transaction
@@ -18,11 +17,9 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.services import user_set_active
-from accounts.tests.factories import UserFactory
 from chat import events
 from chat.models import Message, Room
 from chat.tests.factories import make_message
-from chatproject.asgi import application
 
 # The consumer reaches the database from a worker thread, so tests need real commits; the
 # serialized rollback brings back the rooms the data migration creates.
@@ -161,14 +158,6 @@ async def rest(user, method: str, path: str, body: dict | None = None):
 # --- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def channel_layer():
-    layer = get_channel_layer()
-    await layer.flush()
-    yield layer
-    await layer.flush()
-
-
 @pytest.fixture(autouse=True)
 def _no_unhandled_errors(caplog):
     """Nothing a client does may leave an error or a traceback in the log."""
@@ -178,51 +167,8 @@ def _no_unhandled_errors(caplog):
 
 
 @pytest.fixture
-def alice(transactional_db):
-    return UserFactory(username="alice")
-
-
-@pytest.fixture
-def bob(transactional_db):
-    return UserFactory(username="bob")
-
-
-@pytest.fixture
-def carol(transactional_db):
-    return UserFactory(username="carol")
-
-
-@pytest.fixture
 def general(transactional_db):
     return Room.objects.get(name="general")
-
-
-class Communicator(WebsocketCommunicator):
-    disconnected = False
-
-    async def disconnect(self, code=1000, timeout=1):
-        self.disconnected = True
-        await super().disconnect(code, timeout)
-
-
-@pytest.fixture
-async def sockets(channel_layer):
-    """Open communicators on the real application; each is disconnected at teardown.
-
-    Teardown re-raises anything the application raised, so a consumer crash (a 1011 in a
-    real server) fails the test even when the test did not read the output.
-    """
-    opened: list[Communicator] = []
-
-    def open_socket(path: str, headers=None) -> Communicator:
-        communicator = Communicator(application, path, headers=headers)
-        opened.append(communicator)
-        return communicator
-
-    yield open_socket
-    for communicator in opened:
-        if not communicator.disconnected:
-            await communicator.disconnect()
 
 
 async def connect(sockets, user, room: str = "general", **query) -> WebsocketCommunicator:

@@ -292,13 +292,24 @@
     if (result.data.length < HISTORY_PAGE) $("load-older").hidden = true;
   }
 
-  function connect(room) {
+  // Each connection asks for a single-use ticket, so the access token never appears in a URL.
+  async function connect(room) {
     if (room.closed || !auth) return;
     setStatus(room.attempt ? "reconnecting…" : "connecting…");
+    let ticket;
+    try {
+      const result = await api("/ws-ticket", { method: "POST" });
+      if (!result.ok) throw new Error(`ticket ${result.status}`);
+      ticket = result.data.ticket;
+    } catch (e) {
+      if (auth) scheduleReconnect(room);
+      return;
+    }
+    if (room.closed || room !== current) return;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const since = room.lastSeq === null ? "" : `&since=${room.lastSeq}`;
-    const url = `${scheme}://${location.host}/ws/${encodeURIComponent(room.name)}?token=${encodeURIComponent(
-      auth.access
+    const url = `${scheme}://${location.host}/ws/${encodeURIComponent(room.name)}?ticket=${encodeURIComponent(
+      ticket
     )}${since}`;
     let socket;
     try {

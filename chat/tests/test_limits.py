@@ -1,0 +1,266 @@
+"""Rate limits, connection limits and WebSocket tickets (issue: abuse resistance)."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+from rest_framework.test import APIClient
+
+from accounts.tests.factories import DEFAULT_PASSWORD, UserFactory
+from chat.models import Message
+from chat.tests.test_consumers import (
+    CLOSE_UNAUTHENTICATED,
+    access_token,
+    connect,
+    enter,
+    receive,
+)
+from chatproject.ratelimit import Rate, client_ip, parse_rate
+
+PASSWORD = "correct-horse-battery-9"
+
+
+# --- rate syntax and client address ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("10/min", Rate(10, 60)),
+        ("20/10s", Rate(20, 10)),
+        ("1000/h", Rate(1000, 3600)),
+        ("5/15min", Rate(5, 900)),
+        ("3/2h", Rate(3, 7200)),
+        ("0", None),
+        ("0/min", None),
+    ],
+)
+def test_parse_rate(text, rate):
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["", "10", "10/minute", "ten/min", "10/0s", "-1/min", "10/d"])
+def test_parse_rate_refuses_nonsense(text):
+    with pytest.raises(ImproperlyConfigured):
+        parse_rate(text)
+
+
+@pytest.mark.parametrize(
+    ("meta", "trusted", "expected"),
+    [
+        ({"REMOTE_ADDR": "198.51.100.9", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}, [], "198.51.100.9"),
+        ({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 203.0.113.5"}, ["10.0.0.0/8"], "203.0.113.5"),
+        ({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "203.0.113.5, 10.0.0.7"}, ["10.0.0.0/8"], "203.0.113.5"),
+        ({"REMOTE_ADDR": "10.0.0.2"}, ["10.0.0.2"], "10.0.0.2"),
+    ],
+    ids=["untrusted-peer", "trusted-proxy", "two-trusted-hops", "no-header"],
+)
+def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(meta, trusted, expected):
+    assert client_ip(meta, trusted) == expected
+
+
+# --- /register and /token per client address --------------------------------------------------
+
+
+def assert_rate_limited(response, window: int = 60):
+    body = response.json()
+    assert response.status_code == 429
+    assert body == {"detail": "Too many requests; try again later.", "retry_after": body["retry_after"]}
+    assert isinstance(body["retry_after"], int) and 0 < body["retry_after"] <= window
+    assert response["Retry-After"] == str(body["retry_after"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/register", "/token"])
+def test_auth_endpoints_are_limited_per_address_and_a_forged_forwarded_for_changes_nothing(settings, path):
+    settings.AUTH_RATE = "3/min"
+    client = APIClient()
+    body = {"username": "someone", "password": "wrong-password-1"}
+    for n in range(3):
+        response = client.post(path, body, format="json", REMOTE_ADDR="198.51.100.1", HTTP_X_FORWARDED_FOR=f"9.9.9.{n}")
+        assert response.status_code != 429
+    assert_rate_limited(
+        client.post(path, body, format="json", REMOTE_ADDR="198.51.100.1", HTTP_X_FORWARDED_FOR="9.9.9.99")
+    )
+    assert client.post(path, body, format="json", REMOTE_ADDR="198.51.100.2").status_code != 429
+
+
+@pytest.mark.django_db
+def test_behind_a_trusted_proxy_each_client_has_its_own_limit(settings):
+    settings.AUTH_RATE = "1/min"
+    settings.TRUSTED_PROXIES = ["10.0.0.1"]
+    client = APIClient()
+    body = {"username": "x", "password": "y"}
+    assert (
+        client.post(
+            "/token", body, format="json", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.1"
+        ).status_code
+        == 401
+    )
+    assert (
+        client.post(
+            "/token", body, format="json", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.2"
+        ).status_code
+        == 401
+    )
+    assert_rate_limited(
+        client.post("/token", body, format="json", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.1")
+    )
+
+
+# --- failed logins per username ----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_failed_logins_lock_the_username_for_new_addresses_but_not_for_known_ones(settings):
+    settings.LOGIN_FAILURE_RATE = "3/15min"
+    UserFactory(username="victim")
+    client = APIClient()
+
+    def login(password, address):
+        return client.post("/token", {"username": "victim", "password": password}, format="json", REMOTE_ADDR=address)
+
+    assert login(DEFAULT_PASSWORD, "192.0.2.10").status_code == 200  # the owner's usual address
+    for n in range(3):  # an attacker guesses from three addresses
+        assert login("guess-1234", f"203.0.113.{n}").status_code == 401
+    assert_rate_limited(login("guess-1234", "203.0.113.50"), window=900)
+    assert_rate_limited(login(DEFAULT_PASSWORD, "203.0.113.51"), window=900)  # even the right password, from elsewhere
+    assert login(DEFAULT_PASSWORD, "192.0.2.10").status_code == 200  # the owner is not locked out
+
+
+@pytest.mark.django_db
+def test_failed_logins_from_a_known_address_are_limited_on_their_own(settings):
+    settings.LOGIN_FAILURE_RATE = "2/min"
+    UserFactory(username="owner")
+    client = APIClient()
+    body = {"username": "owner", "password": DEFAULT_PASSWORD}
+    assert client.post("/token", body, format="json", REMOTE_ADDR="192.0.2.1").status_code == 200
+    wrong = {**body, "password": "nope-nope-1"}
+    assert client.post("/token", wrong, format="json", REMOTE_ADDR="192.0.2.1").status_code == 401
+    assert client.post("/token", wrong, format="json", REMOTE_ADDR="192.0.2.1").status_code == 401
+    assert_rate_limited(client.post("/token", body, format="json", REMOTE_ADDR="192.0.2.1"))
+
+
+# --- message sends per user, across transports ------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_message_rate_counts_rest_and_websocket_together(settings, sockets, alice):
+    settings.CHAT_MESSAGE_RATE = "2/10s"
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(alice)}")
+    post = sync_to_async(client.post)
+    socket = await enter(sockets, alice)
+
+    assert (await post("/messages/general", {"content": "one"}, format="json")).status_code == 201
+    assert (await receive(socket))["content"] == "one"
+    await socket.send_json_to({"type": "message", "content": "two", "client_id": "c2"})
+    assert (await receive(socket))["content"] == "two"
+    await socket.send_json_to({"type": "message", "content": "three", "client_id": "c3"})
+    error = await receive(socket)
+    assert error == {
+        "type": "error",
+        "code": "rate_limited",
+        "detail": error["detail"],
+        "retry_after": error["retry_after"],
+        "client_id": "c3",
+    }
+    assert isinstance(error["retry_after"], int) and 0 < error["retry_after"] <= 10
+    assert_rate_limited(await post("/messages/general", {"content": "four"}, format="json"))
+
+    assert [m.content for m in await sync_to_async(list)(Message.objects.order_by("seq"))] == ["one", "two"]
+    await socket.send_json_to({"type": "typing"})  # the socket is still open and served
+    assert await socket.receive_nothing(timeout=0.2)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_message_rate_is_per_user(settings, sockets, alice, bob):
+    settings.CHAT_MESSAGE_RATE = "1/10s"
+    a = await enter(sockets, alice)
+    await a.send_json_to({"type": "message", "content": "from alice"})
+    assert (await receive(a))["content"] == "from alice"
+    b = await enter(sockets, bob)
+    await receive(a)  # bob's join
+    await b.send_json_to({"type": "message", "content": "from bob"})
+    assert (await receive(b))["content"] == "from bob"
+
+
+# --- connections per user -----------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_one_connection_over_the_limit_is_accepted_then_closed_4029(settings, sockets, alice):
+    settings.CHAT_MAX_CONNECTIONS_PER_USER = 2
+    await enter(sockets, alice, "general")
+    await enter(sockets, alice, "python")
+    third = sockets(f"/ws/random?token={access_token(alice)}")
+    connected, _ = await third.connect()
+    assert connected is True
+    assert await third.receive_output() == {"type": "websocket.close", "code": 4029}
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_zero_means_unlimited_connections(settings, sockets, alice):
+    settings.CHAT_MAX_CONNECTIONS_PER_USER = 0
+    for _ in range(3):
+        await connect(sockets, alice)
+
+
+# --- tickets ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_a_ticket_opens_one_socket_once(sockets, alice):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(alice)}")
+    response = await sync_to_async(client.post)("/ws-ticket")
+    assert response.status_code == 200
+    assert response.json() == {"ticket": response.json()["ticket"], "expires_in": 30}
+    ticket = response.json()["ticket"]
+
+    first = sockets(f"/ws/general?ticket={ticket}")
+    assert (await first.connect())[0] is True
+    assert (await first.receive_json_from())["type"] == "presence"
+
+    again = sockets(f"/ws/general?ticket={ticket}")
+    assert (await again.connect())[0] is True
+    assert await again.receive_output() == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED["code"]}
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_an_expired_ticket_or_one_of_an_inactive_user_is_refused(settings, sockets, alice, bob):
+    settings.WS_TICKET_SECONDS = 1
+    client = APIClient()
+    tickets = []
+    for user in (alice, bob):
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(user)}")
+        tickets.append((await sync_to_async(client.post)("/ws-ticket")).json()["ticket"])
+    bob.is_active = False
+    await sync_to_async(bob.save)()
+    await asyncio.sleep(1.2)
+    for ticket in tickets:
+        expired = sockets(f"/ws/general?ticket={ticket}")
+        assert (await expired.connect())[0] is True
+        assert await expired.receive_output() == CLOSE_UNAUTHENTICATED
+    await sync_to_async(cache.clear)()
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_a_ticket_of_a_user_deactivated_since_is_refused(sockets, alice):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(alice)}")
+    ticket = (await sync_to_async(client.post)("/ws-ticket")).json()["ticket"]
+    alice.is_active = False
+    await sync_to_async(alice.save)()
+    socket = sockets(f"/ws/general?ticket={ticket}")
+    assert (await socket.connect())[0] is True
+    assert await socket.receive_output() == CLOSE_UNAUTHENTICATED
+
+
+@pytest.mark.django_db
+def test_a_ticket_needs_a_bearer_token():
+    response = APIClient().post("/ws-ticket")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"

@@ -47,6 +47,13 @@ class RoomSerializer(serializers.Serializer):
     online = serializers.IntegerField(help_text="Distinct users connected to the room now.")
 
 
+class RoomCreateSerializer(serializers.Serializer):
+    """Input of POST /rooms; checked by chat.services.room_create."""
+
+    name = serializers.RegexField(r"^[-a-zA-Z0-9_]{1,50}$", help_text="A slug: letters, digits, - and _.")
+    title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
 class RoomListSerializer(serializers.Serializer):
     rooms = RoomSerializer(many=True)
 

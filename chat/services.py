@@ -1,5 +1,6 @@
 """Writes on rooms and messages. Every transport (REST, WebSocket, admin, commands) calls these."""
 
+import re
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -11,6 +12,8 @@ from chat.models import Message, Room
 from chatproject.ratelimit import hit, parse_rate
 
 CLIENT_ID_MAX_LENGTH = 64
+ROOM_TITLE_MAX_LENGTH = 200
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}")
 
 
 class MessageRejected(Exception):
@@ -100,3 +103,28 @@ def message_create(*, room: Room, user: User, content, client_id=None) -> Messag
             raise
         return MessageResult(original, created=False)
     return result
+
+
+class RoomRejected(Exception):
+    def __init__(self, field: str, detail: str):
+        super().__init__(detail)
+        self.field = field
+        self.detail = detail
+
+
+def room_create(*, user: User, name, title="") -> Room:
+    """Create a room; users' room creations count against CHAT_MESSAGE_RATE like their messages."""
+    if not isinstance(name, str) or not SLUG.fullmatch(name):
+        raise RoomRejected("name", "Use 1-50 letters, digits, hyphens or underscores.")
+    if title is None:
+        title = ""
+    if not isinstance(title, str) or len(title) > ROOM_TITLE_MAX_LENGTH or not _is_storable_text(title):
+        raise RoomRejected("title", f"Use a text of at most {ROOM_TITLE_MAX_LENGTH} characters.")
+    if Room.objects.filter(name__iexact=name).exists():
+        raise RoomRejected("name", "A room with that name already exists.")
+    hit("messages", str(user.pk), parse_rate(settings.CHAT_MESSAGE_RATE))
+    try:
+        with transaction.atomic():
+            return Room.objects.create(name=name, title=title.strip())
+    except IntegrityError as exc:
+        raise RoomRejected("name", "A room with that name already exists.") from exc

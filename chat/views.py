@@ -13,7 +13,9 @@ from chat.serializers import (
     MessageCreateSerializer,
     MessageListQuerySerializer,
     MessageSerializer,
+    RoomCreateSerializer,
     RoomListSerializer,
+    RoomSerializer,
 )
 from chatproject.errors import RETRY_AFTER_HEADER, ErrorSerializer, RateLimitedSerializer, ValidationErrorSerializer
 
@@ -26,12 +28,44 @@ def room_or_404(name: str) -> Room:
 
 
 class RoomListView(APIView):
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
+    # Only creating a room needs a token; listing is public and ignores a stale token a client sends.
+    def get_permissions(self):
+        return super().get_permissions() if self._creating() else [AllowAny()]
 
-    @extend_schema(responses={200: RoomListSerializer}, summary="Rooms with their online counts")
+    def get_authenticators(self):
+        return super().get_authenticators() if self._creating() else []
+
+    def _creating(self) -> bool:
+        # request is None while drf-spectacular inspects the view: describe the POST's authentication.
+        return self.request is None or self.request.method == "POST"
+
+    @extend_schema(responses={200: RoomListSerializer}, summary="Rooms with their online counts", auth=[])
     def get(self, request):
         return Response({"rooms": selectors.room_list()})
+
+    @extend_schema(
+        request=RoomCreateSerializer,
+        responses={
+            201: RoomSerializer,
+            400: ValidationErrorSerializer,
+            401: ErrorSerializer,
+            429: RateLimitedSerializer,
+        },
+        parameters=[RETRY_AFTER_HEADER],
+        summary="Create a room",
+    )
+    def post(self, request):
+        if not isinstance(request.data, dict):
+            raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        if "name" not in request.data:
+            raise ValidationError({"name": ["This field is required."]})
+        try:
+            room = services.room_create(
+                user=request.user, name=request.data["name"], title=request.data.get("title", "")
+            )
+        except services.RoomRejected as exc:
+            raise ValidationError({exc.field: [exc.detail]}) from exc
+        return Response({"name": room.name, "title": room.title, "online": 0}, status=status.HTTP_201_CREATED)
 
 
 class MessagesView(APIView):

@@ -547,7 +547,7 @@ CONTRACT_OPERATIONS = {
     "/logout": ["post"],
     "/users/me": ["get"],
     "/ws-ticket": ["post"],
-    "/rooms": ["get"],
+    "/rooms": ["get", "post"],
     "/messages/{room}": ["get", "post"],
     "/healthz": ["get"],
 }

@@ -1,0 +1,66 @@
+"""POST /rooms: users create rooms; the room counts against the same send rate as messages."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from chat.models import Room
+
+
+def test_create_room_then_it_is_listed_at_once(auth_client):
+    response = auth_client.post("/rooms", {"name": "book-club", "title": "Book club"}, format="json")
+
+    assert response.status_code == 201
+    assert response.json() == {"name": "book-club", "title": "Book club", "online": 0}
+    assert APIClient().get("/rooms").json()["rooms"][-1] == {"name": "book-club", "title": "Book club", "online": 0}
+
+
+def test_title_is_optional(auth_client):
+    response = auth_client.post("/rooms", {"name": "quiet"}, format="json")
+    assert (response.status_code, response.json()) == (201, {"name": "quiet", "title": "", "online": 0})
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        ({"name": "general"}, {"name": ["A room with that name already exists."]}),
+        ({"name": "GENERAL"}, {"name": ["A room with that name already exists."]}),
+        ({"name": "two words"}, {"name": ["Use 1-50 letters, digits, hyphens or underscores."]}),
+        ({"name": ""}, {"name": ["Use 1-50 letters, digits, hyphens or underscores."]}),
+        ({"name": "x" * 51}, {"name": ["Use 1-50 letters, digits, hyphens or underscores."]}),
+        ({"name": 7}, {"name": ["Use 1-50 letters, digits, hyphens or underscores."]}),
+        ({"name": "ok", "title": "t" * 201}, {"title": ["Use a text of at most 200 characters."]}),
+        ({"name": "ok", "title": 5}, {"title": ["Use a text of at most 200 characters."]}),
+        ({"title": "no name"}, {"name": ["This field is required."]}),
+        (["general"], {"non_field_errors": ["Expected a JSON object."]}),
+    ],
+)
+def test_bad_room_is_refused_naming_the_field(auth_client, body, errors):
+    before = Room.objects.count()
+    response = auth_client.post("/rooms", body, format="json")
+    assert (response.status_code, response.json()) == (400, errors)
+    assert Room.objects.count() == before
+
+
+def test_creating_a_room_needs_a_token(api_client, db):
+    response = api_client.post("/rooms", {"name": "nope"}, format="json")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+
+
+def test_rooms_and_messages_share_the_send_rate(auth_client, settings):
+    settings.CHAT_MESSAGE_RATE = "2/10s"
+    assert auth_client.post("/messages/general", {"content": "hi"}, format="json").status_code == 201
+    assert auth_client.post("/rooms", {"name": "one"}, format="json").status_code == 201
+    refused = auth_client.post("/rooms", {"name": "two"}, format="json")
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "detail": "Too many requests; try again later.",
+        "retry_after": refused.json()["retry_after"],
+    }
+    assert not Room.objects.filter(name="two").exists()
+    assert auth_client.post("/messages/general", {"content": "again"}, format="json").status_code == 429
+
+
+def test_listing_rooms_ignores_a_stale_token(api_client, db):
+    api_client.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert api_client.get("/rooms").status_code == 200

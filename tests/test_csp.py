@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD
-from tests.test_web_page import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import CHROMIUM, PASSWORD
 
 # Registering hashes a password twice with the real PBKDF2: slower than expect()'s 5 s on a busy machine.
 SLOW = 15_000
@@ -22,14 +21,6 @@ pytestmark = [
     pytest.mark.server,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class ObservedPage:

@@ -9,19 +9,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import PASSWORD, REPO_ROOT
+from tests.conftest import CHROMIUM, PASSWORD, REPO_ROOT
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 ARTIFACTS = REPO_ROOT / "artifacts"
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -29,14 +21,6 @@ pytestmark = [
     pytest.mark.server,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class Visitor:

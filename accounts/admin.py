@@ -1,8 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from accounts.models import User
-from accounts.services import user_set_active
+from accounts.services import user_ban, user_set_active, user_unban
 
 
 @admin.register(User)
@@ -11,6 +11,33 @@ class UserAdmin(DjangoUserAdmin):
     list_filter = ("is_active", "is_staff", "is_superuser", "date_joined")
     search_fields = ("username", "email")
     ordering = ("-date_joined",)
+    actions = ("ban_users", "unban_users")
+
+    def has_ban_permission(self, request) -> bool:
+        return request.user.has_perm("accounts.ban_user")
+
+    @admin.action(description="Ban selected users (close their sockets, revoke tokens)", permissions=["ban"])
+    def ban_users(self, request, queryset):
+        # Nobody bans themselves, and only a superuser bans a superuser.
+        banned = [
+            user
+            for user in queryset
+            if user.pk != request.user.pk and (request.user.is_superuser or not user.is_superuser)
+        ]
+        for user in banned:
+            user_ban(user=user, actor=request.user)
+        skipped = len(queryset) - len(banned)
+        self.message_user(
+            request,
+            f"Banned {len(banned)} user(s)." + (f" Skipped {skipped} (yourself or a superuser)." if skipped else ""),
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Unban selected users", permissions=["ban"])
+    def unban_users(self, request, queryset):
+        for user in queryset:
+            user_unban(user=user, actor=request.user)
+        self.message_user(request, f"Unbanned {len(queryset)} user(s).", messages.SUCCESS)
 
     def save_model(self, request, obj, form, change):
         became_inactive = change and "is_active" in form.changed_data

@@ -27,6 +27,7 @@ class User(AbstractUser):
     objects = CaseInsensitiveUserManager()
 
     class Meta:
+        permissions = [("ban_user", "Can ban and unban users")]
         constraints = [
             models.UniqueConstraint(Lower("username"), name="accounts_user_username_ci_unique"),
         ]

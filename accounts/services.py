@@ -51,6 +51,26 @@ def user_set_active(*, user: User, active: bool) -> User:
     return user
 
 
+@transaction.atomic
+def user_ban(*, user: User, actor: User | None = None) -> User:
+    """Deactivate a user: their tokens stop working and their sockets close with 4003."""
+    from chat.audit import audit_record
+
+    user_set_active(user=user, active=False)
+    audit_record(actor=actor, action="ban", target=user)
+    return user
+
+
+@transaction.atomic
+def user_unban(*, user: User, actor: User | None = None) -> User:
+    """Reactivate a banned user; they log in again to get new tokens."""
+    from chat.audit import audit_record
+
+    user_set_active(user=user, active=True)
+    audit_record(actor=actor, action="unban", target=user)
+    return user
+
+
 def user_login(*, request, username: str, password: str, client_ip: str) -> User | None:
     """Check a username and password; None for wrong ones (unknown and inactive users alike).
 

@@ -1,14 +1,60 @@
-from django.contrib import admin
+"""Moderation in Django admin: every write goes through chat.services, so open sockets see it."""
 
-from chat.models import Message, Room
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+
+from chat import services
+from chat.models import AuditEntry, Message, Mute, Room
+
+
+class RoomAdminForm(forms.ModelForm):
+    class Meta:
+        model = Room
+        fields = ("name", "title")
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if Room.objects.filter(name__iexact=name).exclude(pk=self.instance.pk).exists():
+            raise ValidationError("A room with that name already exists.")
+        return name
 
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ("name", "title", "last_seq", "created_at")
-    list_filter = ("created_at",)
+    form = RoomAdminForm
+    list_display = ("name", "title", "last_seq", "created_at", "archived_at")
+    list_filter = ("created_at", ("archived_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "title")
-    readonly_fields = ("last_seq", "created_at")
+    readonly_fields = ("last_seq", "created_at", "archived_at")
+    actions = ("archive_rooms", "unarchive_rooms")
+
+    def get_readonly_fields(self, request, obj=None):
+        # A room's name is in its clients' URLs: fixed once created.
+        return (*self.readonly_fields, "name") if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            services.room_update(room=obj, title=obj.title, actor=request.user)
+            return
+        # A moderator is not rate-limited like a user (user=None); the audit log names them.
+        room = services.room_create(user=None, name=obj.name, title=obj.title, actor=request.user)
+        obj.pk, obj.created_at = room.pk, room.created_at
+
+    @admin.action(description="Archive selected rooms (read-only)", permissions=["change"])
+    def archive_rooms(self, request, queryset):
+        for room in queryset:
+            services.room_archive(room=room, actor=request.user)
+        self.message_user(request, f"Archived {len(queryset)} room(s).", messages.SUCCESS)
+
+    @admin.action(description="Unarchive selected rooms", permissions=["change"])
+    def unarchive_rooms(self, request, queryset):
+        for room in queryset:
+            services.room_unarchive(room=room, actor=request.user)
+        self.message_user(request, f"Unarchived {len(queryset)} room(s).", messages.SUCCESS)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # archive instead: deleting a room would silently drop its open sockets' history
 
 
 @admin.register(Message)
@@ -28,3 +74,63 @@ class MessageAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # messages are created through the chat, which allocates seq
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # a moderator reads or deletes; content is the author's
+
+    def delete_model(self, request, obj):
+        services.message_delete(messages=[obj], actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        # The built-in "delete selected" action lands here too, so bulk deletes are announced.
+        services.message_delete(messages=queryset, actor=request.user)
+
+
+@admin.register(Mute)
+class MuteAdmin(admin.ModelAdmin):
+    list_display = ("user", "room", "until", "created_by", "created")
+    list_filter = ("room",)
+    search_fields = ("user__username",)
+    list_select_related = ("user", "room", "created_by")
+    raw_id_fields = ("user",)
+    fields = ("user", "room", "until")
+
+    def _may_mute(self, request) -> bool:
+        return request.user.has_perm("chat.mute_user")
+
+    def has_module_permission(self, request) -> bool:
+        return self._may_mute(request) or super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self._may_mute(request) or super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request) -> bool:
+        return self._may_mute(request)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # mute again with a new end instead
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._may_mute(request)
+
+    def save_model(self, request, obj, form, change):
+        obj.pk = services.mute_create(user=obj.user, room=obj.room, until=obj.until, actor=request.user).pk
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = ("created", "actor", "action", "target_type", "target_repr")
+    list_filter = ("action", "target_type", "created")
+    search_fields = ("actor__username", "target_repr")
+    list_select_related = ("actor",)
+    readonly_fields = ("created", "actor", "action", "target_type", "target_id", "target_repr", "detail")
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -178,7 +178,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 room=self.room, user=self.user, content=frame["content"], client_id=client_id
             )
         except services.MessageRejected as exc:
-            await self.send_error(exc.code, exc.detail, client_id)
+            await self.send_error(exc.code, exc.detail, client_id, **exc.extra)
             return
         except RateLimited as exc:
             await self.send_error(
@@ -204,6 +204,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._send_all(self.orderer.offer(event["seq"], event["text"]))
             if self.orderer.hole() is not None and not any(t.get_name() == "gap" for t in self._live_tasks()):
                 self.tasks.append(asyncio.create_task(self._fill_holes(), name="gap"))
+
+    async def chat_deleted(self, event):
+        """Deliver a message deletion."""
+        await self.send(text_data=event["text"])
 
     async def chat_member(self, event):
         """Deliver a join or leave."""

@@ -75,6 +75,16 @@ def publish_message(message: Message) -> bool:
     )
 
 
+def message_deleted_event(*, room_name: str, message_id: int, seq: int) -> dict:
+    return {"type": "message_deleted", "room": room_name, "id": message_id, "seq": seq}
+
+
+def publish_message_deleted(*, room_id: int, room_name: str, message_id: int, seq: int) -> bool:
+    """Tell the room a message is gone (consumer handler: chat_deleted); its seq is never reused."""
+    event = message_deleted_event(room_name=room_name, message_id=message_id, seq=seq)
+    return _group_send(room_group(room_id), {"type": "chat.deleted", "text": encode(event)})
+
+
 def publish_user_deactivated(*, user_id: int) -> bool:
     """Tell every socket of the user to close with 4003 (consumer handler: user_deactivated)."""
     return _group_send(user_group(user_id), {"type": "user.deactivated"})

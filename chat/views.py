@@ -95,6 +95,7 @@ class MessagesView(APIView):
             200: MessageSerializer,
             400: ValidationErrorSerializer,
             401: ErrorSerializer,
+            403: ErrorSerializer,
             404: ErrorSerializer,
             429: RateLimitedSerializer,
         },
@@ -115,6 +116,8 @@ class MessagesView(APIView):
                 content=request.data["content"],
                 client_id=request.data.get("client_id"),
             )
+        except services.MessageForbidden as exc:
+            return Response({"detail": exc.detail, "code": exc.code, **exc.extra}, status=status.HTTP_403_FORBIDDEN)
         except services.MessageRejected as exc:
             raise ValidationError({exc.field: [exc.detail]}) from exc
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK

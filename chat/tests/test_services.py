@@ -3,17 +3,18 @@
 import asyncio
 import json
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
 from chat import services
 from chat.events import room_group
-from chat.models import Message, Room
+from chat.models import AuditEntry, Message, Mute, Room
 from chat.services import MessageRejected, message_create
 from chat.tests.factories import RoomFactory
 
@@ -410,3 +411,70 @@ def test_database_allows_many_messages_without_client_id(general, user):
     Message.objects.create(room=general, user=user, content="b", seq=2)
 
     assert Message.objects.filter(client_id__isnull=True).count() == 2
+
+
+# --- moderation: message_delete, mutes, archived rooms (issue 7) ----------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_message_delete_announces_each_message_after_commit_and_seq_is_not_reused(user):
+    room = RoomFactory(name="moderated")
+    first, second = (message_create(room=room, user=user, content=c).message for c in ("a", "b"))
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(room_group(room.pk), channel)
+
+    with transaction.atomic():
+        assert services.message_delete(messages=[second], actor=None) == 1
+        assert _receive(channel, timeout=0.3) is None
+
+    event = _receive(channel, timeout=5)
+    assert {**event, "text": json.loads(event["text"])} == {
+        "type": "chat.deleted",
+        "text": {"type": "message_deleted", "room": "moderated", "id": second.pk, "seq": 2},
+    }
+    assert message_create(room=room, user=user, content="c").message.seq == 3
+    assert list(Message.objects.filter(room=room).values_list("seq", flat=True)) == [1, 3]
+    async_to_sync(layer.group_discard)(room_group(room.pk), channel)
+
+
+@pytest.mark.django_db
+def test_message_delete_of_an_already_deleted_message_announces_nothing(
+    general, user, monkeypatch, django_capture_on_commit_callbacks
+):
+    message = message_create(room=general, user=user, content="once").message
+    announced = []
+    monkeypatch.setattr(services, "publish_message_deleted", lambda **kw: announced.append(kw))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.message_delete(messages=[message]) == 1
+        assert services.message_delete(messages=[message]) == 0
+    assert announced == [{"room_id": general.pk, "room_name": "general", "message_id": message.pk, "seq": 1}]
+
+
+@pytest.mark.django_db
+def test_a_muted_user_is_refused_with_the_end_time_until_the_mute_ends(general, user):
+    until = timezone.now() + timedelta(minutes=5)
+    services.mute_create(user=user, room=general, until=until)
+
+    with pytest.raises(services.MessageForbidden) as refused:
+        message_create(room=general, user=user, content="hi")
+
+    assert (refused.value.code, refused.value.extra) == ("muted", {"until": until.astimezone(UTC).isoformat()})
+    Mute.objects.update(until=timezone.now() - timedelta(seconds=1))
+    assert message_create(room=general, user=user, content="hi").created is True
+
+
+@pytest.mark.django_db
+def test_an_archived_room_refuses_messages_until_unarchived(general, user):
+    services.room_archive(room=general)
+    with pytest.raises(services.MessageForbidden) as refused:
+        message_create(room=general, user=user, content="hi")
+    assert refused.value.code == "archived"
+    assert Message.objects.count() == 0
+
+    services.room_unarchive(room=general)
+    assert message_create(room=general, user=user, content="hi").message.seq == 1
+    assert list(AuditEntry.objects.values_list("action", flat=True).order_by("id")) == [
+        "room_archive",
+        "room_unarchive",
+    ]

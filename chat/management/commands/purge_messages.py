@@ -1,0 +1,45 @@
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from chat.management.commands._lookup import room_or_error
+from chat.models import Message
+from chat.services import message_delete
+
+BATCH_SIZE = 1000
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete messages older than DAYS days (in one room with --room), printing what it removes. "
+        "Open sockets get message_deleted like a moderator delete. --dry-run only prints."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--older-than", type=int, required=True, metavar="DAYS", help="Age in days (≥ 0).")
+        parser.add_argument("--room", help="Only this room.")
+        parser.add_argument("--dry-run", action="store_true", help="Print what would be removed; delete nothing.")
+
+    def handle(self, *args, older_than, room, dry_run, **options):
+        if older_than < 0:
+            raise CommandError("--older-than must be 0 or more days.")
+        cutoff = timezone.now() - timedelta(days=older_than)
+        qs = Message.objects.filter(created__lt=cutoff).select_related("room", "user").order_by("pk")
+        if room:
+            qs = qs.filter(room=room_or_error(room))
+        total = 0
+        verb = "would delete" if dry_run else "deleted"
+        last_pk = 0
+        while True:
+            # Batches keyed on pk keep memory and each transaction bounded.
+            batch = list(qs.filter(pk__gt=last_pk)[:BATCH_SIZE])
+            if not batch:
+                break
+            last_pk = batch[-1].pk
+            for m in batch:
+                self.stdout.write(f"{verb} {m.room.name}#{m.seq} by {m.user.username} at {m.created.isoformat()}")
+            if not dry_run:
+                message_delete(messages=batch)
+            total += len(batch)
+        self.stdout.write(f"{'Would delete' if dry_run else 'Deleted'} {total} message(s).")

@@ -1,0 +1,298 @@
+"""Moderation in Django admin (issue 7), as a moderator, with sockets open to see the live effect."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from accounts.tests.factories import UserFactory
+from accounts.tokens import token_pair_issue
+from chat.models import AuditEntry, Message, Mute, Room
+from chat.tests.factories import make_message
+from chat.tests.test_consumers import (
+    CLOSE_DEACTIVATED,
+    IsoUtc,
+    Text,
+    enter,
+    member_event,
+    message_event,
+    receive,
+    rest,
+    silent,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+@pytest.fixture
+def moderator(transactional_db):
+    user = UserFactory(username="mod", is_staff=True)
+    user.groups.add(Group.objects.get(name="Moderators"))
+    return user
+
+
+@pytest.fixture
+def admin_client(moderator) -> Client:
+    client = Client()
+    client.force_login(moderator)
+    return client
+
+
+@pytest.fixture
+def general(transactional_db):
+    return Room.objects.get(name="general")
+
+
+async def post(client: Client, path: str, data: dict):
+    return await sync_to_async(client.post)(path, data)
+
+
+def audit() -> list[tuple]:
+    return list(
+        AuditEntry.objects.order_by("id").values_list("actor__username", "action", "target_type", "target_repr")
+    )
+
+
+def test_the_moderators_group_has_exactly_the_permissions_they_need():
+    perms = Group.objects.get(name="Moderators").permissions.values_list("content_type__app_label", "codename")
+    assert sorted(perms) == [
+        ("accounts", "ban_user"),
+        ("accounts", "view_user"),
+        ("chat", "add_room"),
+        ("chat", "change_room"),
+        ("chat", "delete_message"),
+        ("chat", "mute_user"),
+        ("chat", "view_message"),
+    ]
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+async def test_deleting_a_message_tells_the_room_and_removes_it_from_history(
+    sockets, admin_client, alice, bob, general
+):
+    first = await sync_to_async(make_message)(room=general, user=alice, content="keep")
+    second = await sync_to_async(make_message)(room=general, user=alice, content="spam")
+    socket = await enter(sockets, bob)
+
+    response = await post(admin_client, f"/admin/chat/message/{second.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    assert await receive(socket) == {"type": "message_deleted", "room": "general", "id": second.pk, "seq": 2}
+    history = await rest(alice, "get", "/messages/general")
+    assert [m["id"] for m in history.json()] == [first.pk]
+    assert await sync_to_async(audit)() == [("mod", "message_delete", "message", "general#2")]
+
+
+async def test_bulk_delete_tells_the_room_of_each_message_and_seq_is_never_reused(
+    sockets, admin_client, alice, bob, general
+):
+    messages = [await sync_to_async(make_message)(room=general, user=alice, content=f"m{i}") for i in range(3)]
+    socket = await enter(sockets, bob)
+
+    response = await post(
+        admin_client,
+        "/admin/chat/message/",
+        {"action": "delete_selected", "_selected_action": [m.pk for m in messages[1:]], "post": "yes"},
+    )
+
+    assert response.status_code == 302
+    events = [await receive(socket), await receive(socket)]
+    assert sorted(events, key=lambda e: e["seq"]) == [
+        {"type": "message_deleted", "room": "general", "id": messages[1].pk, "seq": 2},
+        {"type": "message_deleted", "room": "general", "id": messages[2].pk, "seq": 3},
+    ]
+    await socket.send_to(text_data="after")
+    after = await receive(socket)
+    assert after["seq"] == 4
+    assert await sync_to_async(Message.objects.count)() == 2
+
+
+async def test_message_changelist_searches_filters_and_lists_newest_first(admin_client, alice, bob, general):
+    await sync_to_async(make_message)(room=general, user=alice, content="older needle")
+    await sync_to_async(make_message)(room=general, user=bob, content="newer needle")
+    await sync_to_async(make_message)(room=general, user=bob, content="hay")
+
+    response = await sync_to_async(admin_client.get)(
+        "/admin/chat/message/", {"q": "needle", "room__id__exact": general.pk}
+    )
+
+    assert response.status_code == 200
+    shown = [m.content for m in response.context["cl"].result_list]
+    assert shown == ["newer needle", "older needle"]
+    assert response.context["cl"].show_full_result_count is False
+    by_user = await sync_to_async(admin_client.get)("/admin/chat/message/", {"q": "alice"})
+    assert [m.content for m in by_user.context["cl"].result_list] == ["older needle"]
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+async def test_ban_closes_the_users_sockets_4003_and_their_tokens_stop_working(sockets, admin_client, alice, bob):
+    pair = await sync_to_async(token_pair_issue)(user=alice)
+    socket = await enter(sockets, alice)
+    bystander = await enter(sockets, bob)
+    assert await receive(socket) == member_event("join", bob)
+
+    response = await post(
+        admin_client, "/admin/accounts/user/", {"action": "ban_users", "_selected_action": [alice.pk]}
+    )
+
+    assert response.status_code == 302
+    assert await socket.receive_output(timeout=2) == CLOSE_DEACTIVATED
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {pair.access_token}")
+    assert (await sync_to_async(client.get)("/users/me")).status_code == 401
+    refreshed = await sync_to_async(APIClient().post)(
+        "/token/refresh", {"refresh_token": pair.refresh_token}, format="json"
+    )
+    assert refreshed.status_code == 401
+    assert await sync_to_async(audit)() == [("mod", "ban", "user", "alice")]
+    await socket.disconnect()
+    assert await receive(bystander) == member_event("leave", alice)
+
+
+async def test_unban_lets_the_user_log_in_again(admin_client, alice):
+    await post(admin_client, "/admin/accounts/user/", {"action": "ban_users", "_selected_action": [alice.pk]})
+    response = await post(
+        admin_client, "/admin/accounts/user/", {"action": "unban_users", "_selected_action": [alice.pk]}
+    )
+
+    assert response.status_code == 302
+    login = await sync_to_async(APIClient().post)(
+        "/token", {"username": "alice", "password": "correct-horse-battery"}, format="json"
+    )
+    assert login.status_code == 200
+    assert [row[1] for row in await sync_to_async(audit)()] == ["ban", "unban"]
+
+
+def test_a_moderator_cannot_ban_themselves_or_a_superuser(admin_client, moderator):
+    root = UserFactory(username="root", is_superuser=True, is_staff=True)
+    admin_client.post("/admin/accounts/user/", {"action": "ban_users", "_selected_action": [moderator.pk, root.pk]})
+
+    assert list(User.objects.filter(pk__in=[moderator.pk, root.pk]).values_list("is_active", flat=True)) == [
+        True,
+        True,
+    ]
+    assert audit() == []
+
+
+def test_a_moderator_sees_users_but_cannot_edit_them(admin_client, alice):
+    assert admin_client.get("/admin/accounts/user/").status_code == 200
+    response = admin_client.post(f"/admin/accounts/user/{alice.pk}/change/", {"username": "eve"})
+    assert response.status_code == 403
+
+
+# --- mutes ----------------------------------------------------------------------------------
+
+
+async def test_a_muted_user_gets_error_muted_with_the_end_time_and_rest_403(sockets, admin_client, alice, general):
+    until = (timezone.now() + timedelta(minutes=30)).astimezone(UTC).replace(second=0, microsecond=0)
+    socket = await enter(sockets, alice)
+
+    response = await post(
+        admin_client,
+        "/admin/chat/mute/add/",
+        {
+            "user": alice.pk,
+            "room": general.pk,
+            "until_0": until.strftime("%Y-%m-%d"),
+            "until_1": until.strftime("%H:%M:%S"),
+        },
+    )
+
+    assert response.status_code == 302
+    await socket.send_json_to({"type": "message", "content": "hi", "client_id": "c1"})
+    assert await receive(socket) == {
+        "type": "error",
+        "code": "muted",
+        "detail": Text(),
+        "client_id": "c1",
+        "until": IsoUtc(until),
+    }
+    posted = await rest(alice, "post", "/messages/general", {"content": "hi"})
+    assert posted.status_code == 403
+    assert posted.json() == {"detail": Text(), "code": "muted", "until": IsoUtc(until)}
+    assert await sync_to_async(Message.objects.count)() == 0
+    assert await sync_to_async(audit)() == [("mod", "mute", "user", "alice")]
+
+
+async def test_a_mute_is_per_room_and_ends_at_its_time(sockets, alice, bob, general):
+    from chat.services import mute_create
+
+    python = await sync_to_async(Room.objects.get)(name="python")
+    await sync_to_async(Mute.objects.create)(user=alice, room=general, until=timezone.now() - timedelta(seconds=1))
+    await sync_to_async(mute_create)(user=alice, room=python, until=timezone.now() + timedelta(minutes=5))
+
+    assert (await rest(alice, "post", "/messages/general", {"content": "free"})).status_code == 201
+    assert (await rest(alice, "post", "/messages/python", {"content": "muted"})).status_code == 403
+    assert (await rest(bob, "post", "/messages/python", {"content": "not me"})).status_code == 201
+
+
+# --- rooms ----------------------------------------------------------------------------------
+
+
+async def test_an_archived_room_refuses_sends_and_keeps_its_history(sockets, admin_client, alice, general):
+    old = await sync_to_async(make_message)(room=general, user=alice, content="before")
+    socket = await enter(sockets, alice)
+
+    response = await post(
+        admin_client, "/admin/chat/room/", {"action": "archive_rooms", "_selected_action": [general.pk]}
+    )
+
+    assert response.status_code == 302
+    await socket.send_to(text_data="hello")
+    assert await receive(socket) == {"type": "error", "code": "archived", "detail": Text()}
+    posted = await rest(alice, "post", "/messages/general", {"content": "hello"})
+    assert (posted.status_code, posted.json()) == (403, {"detail": Text(), "code": "archived"})
+    history = await rest(alice, "get", "/messages/general")
+    assert history.status_code == 200
+    assert history.json() == [{k: v for k, v in message_event(old).items() if k != "type"}]
+    assert await silent(socket)
+    assert await sync_to_async(audit)() == [("mod", "room_archive", "room", "general")]
+
+
+def test_a_moderator_creates_a_room_and_edits_its_title(admin_client):
+    created = admin_client.post("/admin/chat/room/add/", {"name": "lobby", "title": "Lobby"})
+    assert created.status_code == 302
+    room = Room.objects.get(name="lobby")
+    edited = admin_client.post(f"/admin/chat/room/{room.pk}/change/", {"title": "The lobby"})
+
+    assert edited.status_code == 302
+    assert {"name": "lobby", "title": "The lobby", "online": 0} in APIClient().get("/rooms").json()["rooms"]
+    assert [row[1] for row in audit()] == ["room_create", "room_change"]
+
+
+def test_creating_a_room_whose_name_exists_in_any_case_is_a_form_error(admin_client):
+    response = admin_client.post("/admin/chat/room/add/", {"name": "GENERAL", "title": "Again"})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {"name": ["A room with that name already exists."]}
+    assert Room.objects.filter(name__iexact="general").count() == 1
+
+
+# --- audit log ------------------------------------------------------------------------------
+
+
+def test_the_audit_log_is_listed_read_only(alice):
+    superuser = UserFactory(username="root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(superuser)
+    client.post("/admin/accounts/user/", {"action": "ban_users", "_selected_action": [alice.pk]})
+    entry = AuditEntry.objects.get()
+
+    listing = client.get("/admin/chat/auditentry/")
+    assert listing.status_code == 200
+    assert [(e.actor.username, e.action, e.target_repr) for e in listing.context["cl"].result_list] == [
+        ("root", "ban", "alice")
+    ]
+    assert entry.created <= datetime.now(UTC)
+    assert client.get("/admin/chat/auditentry/add/").status_code == 403
+    assert client.post(f"/admin/chat/auditentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert client.post(f"/admin/chat/auditentry/{entry.pk}/change/", {"action": "x"}).status_code == 403

@@ -1,0 +1,287 @@
+"""The operators' manage.py commands of issue 7, through call_command (exit codes: tests/test_operations.py)."""
+
+import csv
+import io
+import json
+from datetime import UTC, timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from accounts.models import User
+from chat.events import message_payload
+from chat.models import AuditEntry, Message, Mute, Room
+from chat.tests.factories import RoomFactory, make_message
+from chat.tests.test_consumers import CLOSE_DEACTIVATED, Text, enter, receive
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args, **options) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO(), **options)
+    return out.getvalue()
+
+
+def age(message: Message, days: float) -> Message:
+    Message.objects.filter(pk=message.pk).update(created=timezone.now() - timedelta(days=days))
+    message.refresh_from_db()
+    return message
+
+
+# --- create_moderator, create_room, list_rooms ----------------------------------------------
+
+
+def test_create_moderator_adds_the_user_to_the_group_and_makes_them_staff(user):
+    assert run("create_moderator", "ALICE") == "alice is a moderator.\n"
+    user.refresh_from_db()
+    assert user.is_staff is True
+    assert list(user.groups.values_list("name", flat=True)) == ["Moderators"]
+
+
+def test_create_moderator_of_an_unknown_user_is_an_error():
+    with pytest.raises(CommandError, match="Unknown user 'nobody'"):
+        run("create_moderator", "nobody")
+
+
+def test_create_room_with_a_title():
+    assert run("create_room", "lobby", "--title", "The lobby") == "Created room lobby.\n"
+    room = Room.objects.get(name="lobby")
+    assert room.title == "The lobby"
+    assert list(AuditEntry.objects.values_list("actor", "action", "target_repr")) == [(None, "room_create", "lobby")]
+
+
+@pytest.mark.parametrize(
+    ("name", "error"), [("general", "already exists"), ("GENERAL", "already exists"), ("a b", "name")]
+)
+def test_create_room_refuses_a_duplicate_or_a_bad_name(name, error):
+    with pytest.raises(CommandError, match=error):
+        run("create_room", name)
+    assert Room.objects.filter(name=name).count() == (1 if name == "general" else 0)
+
+
+def test_list_rooms_is_an_aligned_table(user):
+    Room.objects.exclude(name="general").delete()
+    RoomFactory(name="a-longer-name", title="T")
+    message = make_message(room=Room.objects.get(name="general"), user=user)
+
+    lines = run("list_rooms").splitlines()
+
+    assert lines == [
+        "NAME           TITLE    ONLINE  MESSAGES  LAST ACTIVITY",
+        "a-longer-name  T        0       0         -",
+        f"general        General  0       1         {message.created.isoformat(timespec='seconds')}",
+    ]
+
+
+# --- export_messages ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three(general, user) -> list[Message]:
+    messages = [make_message(room=general, user=user, content=f'm{i}, "quoted"\nline') for i in range(3)]
+    age(messages[0], 3)
+    return messages
+
+
+def test_export_writes_one_api_message_object_per_line_oldest_first(three):
+    for m in three:
+        m.refresh_from_db()
+    lines = run("export_messages", "general").splitlines()
+    assert [json.loads(line) for line in lines] == [message_payload(m) for m in three]
+
+
+def test_export_since_a_date_or_datetime(three):
+    yesterday = (timezone.now() - timedelta(days=1)).astimezone(UTC)
+    by_date = run("export_messages", "general", "--since", yesterday.date().isoformat())
+    by_time = run("export_messages", "general", "--since", yesterday.isoformat())
+    assert [json.loads(line)["seq"] for line in by_date.splitlines()] == [2, 3]
+    assert [json.loads(line)["seq"] for line in by_time.splitlines()] == [2, 3]
+
+
+def test_export_csv_to_a_file(three, tmp_path):
+    target = tmp_path / "out.csv"
+    assert run("export_messages", "general", "--format", "csv", "--output", str(target)) == ""
+    rows = list(csv.reader(target.open(newline="", encoding="utf-8")))
+    assert rows[0] == ["id", "seq", "room", "user_id", "username", "content", "timestamp", "client_id"]
+    assert [r[1] for r in rows[1:]] == ["1", "2", "3"]
+    assert rows[1][5] == 'm0, "quoted"\nline'
+
+
+def test_export_streams_with_an_iterator(three, monkeypatch):
+    from django.db.models.query import QuerySet
+
+    seen = {}
+    original = QuerySet.iterator
+
+    def spy(self, chunk_size=None):
+        seen["chunk_size"] = chunk_size
+        return original(self, chunk_size=chunk_size)
+
+    monkeypatch.setattr(QuerySet, "iterator", spy)
+    assert len(run("export_messages", "general").splitlines()) == 3
+    assert seen == {"chunk_size": 2000}
+
+
+def test_export_progress_bar_only_on_a_terminal(three):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal, pipe = Tty(), io.StringIO()
+    call_command("export_messages", "general", stdout=io.StringIO(), stderr=terminal)
+    call_command("export_messages", "general", stdout=io.StringIO(), stderr=pipe)
+    assert "3/3" in terminal.getvalue()
+    assert pipe.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["nowhere"], "Unknown room 'nowhere'"),
+        (["general", "--since", "yesterday"], "--since"),
+        (["general", "--output", "/nonexistent/dir/x.jsonl"], "Cannot write"),
+    ],
+)
+def test_export_errors(args, error):
+    with pytest.raises(CommandError, match=error):
+        run("export_messages", *args)
+
+
+# --- purge_messages -------------------------------------------------------------------------
+
+
+def test_purge_dry_run_prints_and_keeps(three):
+    out = run("purge_messages", "--older-than", "2", "--dry-run")
+    assert out.splitlines() == [
+        f"would delete general#1 by alice at {Message.objects.get(seq=1).created.isoformat()}",
+        "Would delete 1 message(s).",
+    ]
+    assert Message.objects.count() == 3
+
+
+def test_purge_deletes_older_messages_of_one_room(three, user):
+    python = Room.objects.get(name="python")
+    age(make_message(room=python, user=user), 5)
+    out = run("purge_messages", "--older-than", "2", "--room", "general")
+    assert out.splitlines()[-1] == "Deleted 1 message(s)."
+    assert sorted(Message.objects.values_list("room__name", "seq")) == [("general", 2), ("general", 3), ("python", 1)]
+    assert list(AuditEntry.objects.values_list("action", flat=True)) == ["message_delete"]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"), [(["--older-than", "-1"], "0 or more"), (["--older-than", "1", "--room", "x"], "Unknown room")]
+)
+def test_purge_errors(args, error):
+    with pytest.raises(CommandError, match=error):
+        run("purge_messages", *args)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_purge_tells_open_sockets_like_a_moderator_delete(sockets, alice, bob):
+    general = await sync_to_async(Room.objects.get)(name="general")
+    old = await sync_to_async(lambda: age(make_message(room=general, user=alice), 1))()
+    socket = await enter(sockets, bob)
+
+    await sync_to_async(run)("purge_messages", "--older-than", "0")
+
+    assert await receive(socket) == {"type": "message_deleted", "room": "general", "id": old.pk, "seq": 1}
+
+
+# --- ban_user, mute_user ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_ban_user_closes_sockets_4003_and_unban_reactivates(sockets, alice):
+    socket = await enter(sockets, alice)
+    assert await sync_to_async(run)("ban_user", "alice") == "Banned alice.\n"
+    assert await socket.receive_output(timeout=2) == CLOSE_DEACTIVATED
+    assert await sync_to_async(run)("ban_user", "alice", "--unban") == "Unbanned alice.\n"
+    assert (await sync_to_async(User.objects.get)(pk=alice.pk)).is_active is True
+
+
+def test_ban_unknown_user_is_an_error():
+    with pytest.raises(CommandError, match="Unknown user"):
+        run("ban_user", "nobody")
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_mute_user_for_minutes(sockets, alice):
+    socket = await enter(sockets, alice)
+    before = timezone.now()
+    await sync_to_async(run)("mute_user", "alice", "general", "--minutes", "10")
+    mute = await sync_to_async(Mute.objects.get)()
+    assert before + timedelta(minutes=10) <= mute.until <= timezone.now() + timedelta(minutes=10)
+    await socket.send_to(text_data="hi")
+    event = await receive(socket)
+    assert event == {"type": "error", "code": "muted", "detail": Text(), "until": mute.until.isoformat()}
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["nobody", "general", "--minutes", "1"], "Unknown user"),
+        (["alice", "nowhere", "--minutes", "1"], "Unknown room"),
+        (["alice", "general", "--minutes", "0"], "at least 1"),
+    ],
+)
+def test_mute_user_errors(user, args, error):
+    with pytest.raises(CommandError, match=error):
+        run("mute_user", *args)
+
+
+# --- chat_stats -----------------------------------------------------------------------------
+
+
+def test_chat_stats_totals_and_messages_per_day(three):
+    lines = run("chat_stats").splitlines()
+    today = timezone.now().astimezone(UTC).date()
+    three_days_ago = (today - timedelta(days=3)).isoformat()
+    assert lines[:4] == ["users     1", f"rooms     {Room.objects.count()}", "messages  3", ""]
+    assert lines[4] == "DAY         MESSAGES"
+    days = dict(line.split() for line in lines[5:])
+    assert len(days) == 14
+    assert days[today.isoformat()] == "2"
+    assert days[three_days_ago] == "1"
+    assert sum(int(n) for n in days.values()) == 3
+
+
+def test_chat_stats_plot_draws_a_png(three, tmp_path):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "stats.png"
+    out = run("chat_stats", "--plot", str(target))
+    assert out.splitlines()[-1] == f"Wrote {target}."
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chat_stats_plot_to_an_unwritable_path_is_an_error(three):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(CommandError, match="Cannot write"):
+        run("chat_stats", "--plot", "/nonexistent/dir/stats.png")
+
+
+def test_chat_stats_plot_without_matplotlib_is_an_error(three, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(CommandError, match="needs matplotlib"):
+        run("chat_stats", "--plot", "x.png")
+
+
+def test_every_command_has_help():
+    for name in (
+        "create_moderator",
+        "create_room",
+        "list_rooms",
+        "export_messages",
+        "purge_messages",
+        "ban_user",
+        "mute_user",
+        "chat_stats",
+    ):
+        from django.core.management import load_command_class
+
+        app = "accounts" if name in ("create_moderator", "ban_user") else "chat"
+        assert load_command_class(app, name).help.strip()

@@ -319,3 +319,18 @@ def test_a_deactivated_user_is_logged_out_with_a_message(browser, launch_server,
             expect(ann.page.get_by_role("button", name="Log out")).to_be_hidden()
         finally:
             ann.close()
+
+
+def test_a_message_deleted_by_an_operator_disappears_from_the_page(browser, launch_server, tmp_path, redis_url):
+    with launch_server(tmp_path, REDIS_URL=redis_url) as shared:
+        ann = Visitor(browser, shared)
+        try:
+            ann.register(shared.unique_username("ann"))
+            ann.enter_room("python")
+            ann.send("about to be purged")
+            expect(ann.message_texts.last).to_have_text("about to be purged")
+            result = shared.manage("purge_messages", "--older-than", "0", "--room", "python")
+            assert result.returncode == 0, result.stderr
+            expect(ann.message_texts.filter(has_text="about to be purged")).to_have_count(0)
+        finally:
+            ann.close()

@@ -391,6 +391,10 @@
       case "typing":
         showTyping(room, data.user.username);
         break;
+      case "message_deleted":
+        // The seq stays known, so a later replay cannot bring the message back.
+        if (room.bySeq.has(data.seq)) room.bySeq.get(data.seq).remove();
+        break;
       case "error":
         onSendError(room, data);
         break;

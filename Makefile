@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run run-prod require-secret-key test test-integration install install-dev migrate lint format clean
+.PHONY: run run-prod require-secret-key test test-integration bench bench-smoke install install-dev migrate lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ require-secret-key:
 
 test: install-dev
 	$(BIN)/python -m pytest
+
+# The benchmark (bench/run.py): figures to bench/results/ and docs/performance.md; see docs/performance.md.
+bench: install-dev
+	$(BIN)/python bench/run.py
+
+bench-smoke: install-dev
+	$(BIN)/python bench/run.py --smoke
 
 # Two real nodes on real Redis and PostgreSQL, with fault injection (private instances); see integration/.
 test-integration: install-dev

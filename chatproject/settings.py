@@ -146,7 +146,15 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Room fan-out puts one message per member on each member's queue: the stock capacity of 100
+    # drops deliveries under load (healed from the database only at the next message or a resume),
+    # and the stock one-day group expiry would silently unsubscribe a socket open for a day.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 10_000, "group_expiry": 10 * 365 * 24 * 3600},
+        }
+    }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Auth -----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import logging
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
@@ -54,6 +55,8 @@ class RegisterView(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             user = user_register(**serializer.validated_data)
+        except DjangoValidationError as exc:  # Django's password validators, run by the service
+            return Response({"password": list(exc.messages)}, status=400)
         except UsernameTaken:
             return Response({"username": ["A user with that username already exists."]}, status=400)
         return Response({"id": user.pk, "username": user.username}, status=status.HTTP_201_CREATED)

@@ -27,6 +27,15 @@ def room_or_404(name: str) -> Room:
     return room
 
 
+def json_object_with(request, field: str) -> dict:
+    """The body as a JSON object holding `field`; its value is checked by the service."""
+    if not isinstance(request.data, dict):
+        raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
+    if field not in request.data:
+        raise ValidationError({field: ["This field is required."]})
+    return request.data
+
+
 class RoomListView(APIView):
     # Only creating a room needs a token; listing is public and ignores a stale token a client sends.
     def get_permissions(self):
@@ -55,10 +64,7 @@ class RoomListView(APIView):
         summary="Create a room",
     )
     def post(self, request):
-        if not isinstance(request.data, dict):
-            raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
-        if "name" not in request.data:
-            raise ValidationError({"name": ["This field is required."]})
+        json_object_with(request, "name")
         try:
             room = services.room_create(
                 user=request.user, name=request.data["name"], title=request.data.get("title", "")
@@ -105,10 +111,7 @@ class MessagesView(APIView):
     )
     def post(self, request, room: str):
         room_obj = room_or_404(room)
-        if not isinstance(request.data, dict):
-            raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
-        if "content" not in request.data:
-            raise ValidationError({"content": ["This field is required."]})
+        json_object_with(request, "content")
         try:
             result = services.message_create(
                 room=room_obj,

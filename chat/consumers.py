@@ -4,17 +4,21 @@ import asyncio
 import json
 import logging
 import time
+import uuid
+from collections import deque
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chat import selectors, services
-from chat.events import encode, member_event, message_event, room_group, user_group
+from chat.events import encode, group_send, member_event, message_event, room_group, user_group
+from chat.hub import hub
 from chat.logs import log_ws
 from chat.middleware import AUTH_UNAVAILABLE
 from chat.ordering import SeqOrderer
 from chat.presence import presence
+from chat.writer import writer
 from chatproject.ratelimit import RateLimited
 
 logger = logging.getLogger("chat.ws")
@@ -49,6 +53,8 @@ def parse_frame(text: str) -> dict:
 class UnknownPathConsumer(AsyncWebsocketConsumer):
     """Any other WebSocket path: accepted, then closed like an unknown room."""
 
+    channel_layer_alias = "chat.hub"  # no channel needed (see RoomConsumer)
+
     async def connect(self):
         await self.accept()
         log_ws(self.scope, "ws.close", code=CLOSE_UNKNOWN_ROOM, reason="unknown path")
@@ -56,27 +62,34 @@ class UnknownPathConsumer(AsyncWebsocketConsumer):
 
 
 class RoomConsumer(AsyncWebsocketConsumer):
-    """One socket in one room. Protocol in README.md."""
+    """One socket in one room. Protocol in README.md.
 
+    The socket has no channel of its own: it follows its room and user groups through the
+    process's hub (chat.hub), which calls `deliver` for every event of those groups.
+    """
+
+    # No per-socket channel: an alias that names no layer (the hub holds the process's channel).
+    channel_layer_alias = "chat.hub"
     room = None
     orderer: SeqOrderer | None = None
+    closed = False
     tasks: list
 
-    async def __call__(self, scope, receive, send):
-        try:
-            return await super().__call__(scope, receive, send)
-        except Exception:
-            if getattr(self, "channel_name", None):
-                raise
-            # The channel layer could not even name this socket (Redis down): accept, say "try
-            # again" with 4500, rather than fail the handshake with an HTTP 500.
-            log_ws(scope, "ws.close", logging.ERROR, exc_info=True, code=CLOSE_TRY_AGAIN, reason="channel layer down")
-            if (await receive())["type"] == "websocket.connect":
-                await send({"type": "websocket.accept"})
-                await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN})
+    async def dispatch(self, message):
+        # Channels closes stale database connections before every frame (a thread hop each);
+        # every database call here already does that in its own thread (database_sync_to_async).
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         self.tasks = []
+        self.groups_followed = []
+        self.socket_id = f"ws.{uuid.uuid4().hex}"
+        # What the hub delivered and the socket has not sent yet: (kind, seq or upto, text or found).
+        self.backlog = deque()
+        self.emitting = False
         self.user = self.scope.get("user")
         await self.accept()
         if self.user is None:
@@ -103,14 +116,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close_with(CLOSE_TOO_MANY_CONNECTIONS, "too many connections", limit=limit)
             return
 
-        self.order_lock = asyncio.Lock()
-        # Subscribe before reading history, so nothing committed from here on can be missed.
-        await self.channel_layer.group_add(room_group(room.pk), self.channel_name)
-        await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+        # Follow the room before reading history, so nothing committed from here on can be missed.
+        for group in (room_group(room.pk), user_group(self.user.pk)):
+            self.groups_followed.append(group)
+            await hub().subscribe(group, self)
         self.room = room
         me = {"id": self.user.pk, "username": self.user.username}
         first = await presence.connect(
-            room_id=room.pk, room_name=room.name, user_id=me["id"], username=me["username"], channel=self.channel_name
+            room_id=room.pk, room_name=room.name, user_id=me["id"], username=me["username"], channel=self.socket_id
         )
         users = await presence.users(room_id=room.pk)
         if me not in users:  # presence store unavailable: at least you are here
@@ -124,16 +137,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.tasks.append(asyncio.create_task(self._close_at_expiry()))
 
     async def disconnect(self, code):
+        self.closed = True
         for task in self.tasks:
             task.cancel()
+        for group in getattr(self, "groups_followed", ()):
+            await hub().unsubscribe(group, self)
         if self.room is None:
             return
-        try:
-            await self.channel_layer.group_discard(room_group(self.room.pk), self.channel_name)
-            await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
-        except Exception:
-            logger.warning("channel layer unavailable while leaving room %s", self.room.pk, exc_info=True)
-        last = await presence.disconnect(room_id=self.room.pk, user_id=self.user.pk, channel=self.channel_name)
+        last = await presence.disconnect(room_id=self.room.pk, user_id=self.user.pk, channel=self.socket_id)
         if last:
             await self._room_send("chat.member", text=encode(member_event("leave", room=self.room, user=self.user)))
 
@@ -174,7 +185,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.send_error("bad_request", "content is required.", client_id)
             return
         try:
-            result = await database_sync_to_async(services.message_create)(
+            result = await writer().create(
                 room=self.room, user=self.user, content=frame["content"], client_id=client_id
             )
         except services.MessageRejected as exc:
@@ -194,39 +205,64 @@ class RoomConsumer(AsyncWebsocketConsumer):
         elif not result.published:
             # Stored, but the broadcast did not leave: the sender still gets its acknowledgement
             # (the others heal from the database at their next message or reconnect).
-            await self.chat_message({"seq": result.message.seq, "text": encode(message_event(result.message))})
+            await self._queue("message", result.message.seq, encode(message_event(result.message)))
 
-    # --- channel layer handlers -----------------------------------------------------------
+    # --- events from the hub --------------------------------------------------------------
 
-    async def chat_message(self, event):
-        """Deliver a committed message in seq order."""
-        async with self.order_lock:
-            await self._send_all(self.orderer.offer(event["seq"], event["text"]))
-            if self.orderer.hole() is not None and not any(t.get_name() == "gap" for t in self._live_tasks()):
-                self.tasks.append(asyncio.create_task(self._fill_holes(), name="gap"))
+    async def deliver(self, event: dict) -> None:
+        """An event of the room or user group, from this process's hub."""
+        if self.closed:
+            return
+        kind = event["type"]
+        if kind == "chat.message":  # a committed message: sent in seq order
+            await self._queue("message", event["seq"], event["text"])
+        elif kind == "chat.typing":  # to everyone but the typist
+            if event["user_id"] != self.user.pk:
+                await self._queue("raw", None, event["text"])
+        elif kind == "user.deactivated":
+            await self.close_with(CLOSE_DEACTIVATED, "user deactivated")
+        elif "text" in event:  # chat.member (join, leave), chat.deleted
+            await self._queue("raw", None, event["text"])
 
-    async def chat_deleted(self, event):
-        """Deliver a message deletion."""
-        await self.send(text_data=event["text"])
+    async def _queue(self, kind: str, seq: int | None, item) -> None:
+        self.backlog.append((kind, seq, item))
+        if not self.emitting:
+            await self._emit()
 
-    async def chat_member(self, event):
-        """Deliver a join or leave."""
-        await self.send(text_data=event["text"])
+    async def _emit(self) -> None:
+        """The one way room events leave for the socket, so they leave in order.
 
-    async def chat_typing(self, event):
-        """Deliver a typing notice to everyone but the typist."""
-        if event["user_id"] != self.user.pk:
-            await self.send(text_data=event["text"])
-
-    async def user_deactivated(self, event):
-        """Close every socket of a deactivated user."""
-        await self.close_with(CLOSE_DEACTIVATED, "user deactivated")
+        Until the orderer exists (the socket is still joining) events wait in the backlog. While
+        a send is under way, new events join the backlog instead of overtaking it.
+        """
+        if self.orderer is None or self.emitting:
+            return
+        self.emitting = True
+        try:
+            while self.backlog and not self.closed:
+                kind, seq, item = self.backlog.popleft()
+                if kind == "message":
+                    texts = self.orderer.offer(seq, item)
+                elif kind == "fill":
+                    texts = self.orderer.fill(seq, item)
+                else:
+                    texts = (item,)
+                for text in texts:
+                    await self.send(text_data=text)
+        except OSError:  # the client is gone (uvicorn: ClientDisconnected); disconnect() follows
+            self.closed = True
+            self.backlog.clear()
+        finally:
+            self.emitting = False
+        if self.orderer.hole() is not None and not any(t.get_name() == "gap" for t in self._live_tasks()):
+            self.tasks.append(asyncio.create_task(self._fill_holes(), name="gap"))
 
     # --- helpers --------------------------------------------------------------------------
 
     async def close_with(self, code: int, reason: str, level: int = logging.INFO, **fields) -> None:
         """Log the close with its code, then close."""
         log_ws(self.scope, "ws.close", level, code=code, reason=reason, **fields)
+        self.closed = True
         await self.close(code=code)
 
     async def send_event(self, event: dict) -> None:
@@ -245,24 +281,24 @@ class RoomConsumer(AsyncWebsocketConsumer):
         return values[0] if values else None
 
     async def _room_send(self, handler: str, **fields) -> None:
-        try:
-            await self.channel_layer.group_send(room_group(self.room.pk), {"type": handler, **fields})
-        except Exception:
-            logger.error("channel layer send to room %s failed", self.room.pk, exc_info=True)
+        await group_send(room_group(self.room.pk), {"type": handler, **fields})
 
     async def _replay(self, since: int | None) -> None:
         if since is None:
             last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=self.room.pk)
-            self.orderer = SeqOrderer(next_seq=last_seq + 1)
-            return
-        messages, last_seq = await database_sync_to_async(selectors.message_replay)(
-            room_id=self.room.pk, after=since, limit=settings.CHAT_REPLAY_LIMIT
-        )
+            messages = []
+        else:
+            messages, last_seq = await database_sync_to_async(selectors.message_replay)(
+                room_id=self.room.pk, after=since, limit=settings.CHAT_REPLAY_LIMIT
+            )
         # Live delivery resumes after the room's newest message; a client more than
         # CHAT_REPLAY_LIMIT behind pages the rest with GET /messages?after=. A since beyond
         # the newest message (a client of a reset database) still gets every new message.
+        # What the hub delivered meanwhile waits in the backlog, behind the replay; the orderer
+        # drops what the replay already holds.
+        self.backlog.extendleft(("raw", None, encode(message_event(m))) for m in reversed(messages))
         self.orderer = SeqOrderer(next_seq=last_seq + 1)
-        await self._send_all(encode(message_event(m)) for m in messages)
+        await self._emit()
 
     async def _fill_holes(self) -> None:
         while True:
@@ -274,9 +310,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             messages = await database_sync_to_async(selectors.message_range)(
                 room_id=self.room.pk, after=after, upto=upto
             )
-            async with self.order_lock:
-                found = {m.seq: encode(message_event(m)) for m in messages}
-                await self._send_all(self.orderer.fill(upto, found))
+            await self._queue("fill", upto, {m.seq: encode(message_event(m)) for m in messages})
 
     async def _close_at_expiry(self) -> None:
         expires_at = self.scope.get("token_expires_at") or time.time()
@@ -286,7 +320,3 @@ class RoomConsumer(AsyncWebsocketConsumer):
     def _live_tasks(self):
         self.tasks = [t for t in self.tasks if not t.done()]
         return self.tasks
-
-    async def _send_all(self, texts) -> None:
-        for text in texts:
-            await self.send(text_data=text)

@@ -56,23 +56,46 @@ def encode(event: dict) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
-def _group_send(group: str, message: dict) -> bool:
-    """Send to a group; the database stays the record, so a failed send is logged, not raised."""
-    layer = get_channel_layer()
+async def group_send(group: str, message: dict) -> bool:
+    """Send to a group; the database stays the record, so a failed send is logged, not raised.
+
+    The message names its group: each process's hub (chat.hub) receives it once and hands it
+    to that process's sockets in the group.
+    """
     try:
-        async_to_sync(layer.group_send)(group, message)
+        await get_channel_layer().group_send(group, {**message, "group": group})
     except Exception:
         logger.exception("channel layer send to %s failed", group)
         return False
     return True
 
 
+def _group_send(group: str, message: dict) -> bool:
+    return async_to_sync(group_send)(group, message)
+
+
+def message_broadcast(message: Message) -> tuple[str, dict]:
+    """The room group and layer message of a committed message (socket handler: chat.message)."""
+    return room_group(message.room_id), {
+        "type": "chat.message",
+        "seq": message.seq,
+        "text": encode(message_event(message)),
+    }
+
+
+async def apublish_messages(messages: list[Message]) -> list[bool]:
+    """Broadcast committed messages, in order; one flag per message: did it reach the layer."""
+    return [await group_send(*message_broadcast(m)) for m in messages]
+
+
+def publish_messages(messages: list[Message]) -> list[bool]:
+    """Broadcast committed messages from synchronous code: one hop to the event loop for all."""
+    return async_to_sync(apublish_messages)(messages)
+
+
 def publish_message(message: Message) -> bool:
-    """Broadcast a committed message to its room (consumer handler: chat_message)."""
-    return _group_send(
-        room_group(message.room_id),
-        {"type": "chat.message", "seq": message.seq, "text": encode(message_event(message))},
-    )
+    """Broadcast a committed message to its room."""
+    return publish_messages([message])[0]
 
 
 def message_deleted_event(*, room_name: str, message_id: int, seq: int) -> dict:
@@ -93,7 +116,4 @@ def publish_user_deactivated(*, user_id: int) -> bool:
 async def publish_leave(*, room_id: int, room_name: str, user_id: int, username: str) -> None:
     """Announce a departure noticed by presence expiry (the user's node died)."""
     event = member_event("leave", room=room_name, user={"id": user_id, "username": username})
-    try:
-        await get_channel_layer().group_send(room_group(room_id), {"type": "chat.member", "text": encode(event)})
-    except Exception:
-        logger.exception("channel layer send to room %s failed", room_id)
+    await group_send(room_group(room_id), {"type": "chat.member", "text": encode(event)})

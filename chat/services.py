@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from accounts.models import User
 from chat.audit import audit_record, audit_record_many
-from chat.events import publish_message, publish_message_deleted
+from chat.events import publish_message_deleted, publish_messages
 from chat.models import Message, Mute, Room
-from chatproject.ratelimit import hit, parse_rate
+from chatproject.ratelimit import RateLimited, hit, parse_rate
 
 CLIENT_ID_MAX_LENGTH = 64
 ROOM_TITLE_MAX_LENGTH = 200
@@ -72,10 +72,12 @@ class MessageResult:
     published: bool = False  # the broadcast reached the channel layer (set after commit)
 
 
-def _existing(*, room: Room, user: User, client_id: str | None) -> Message | None:
-    if client_id is None:
-        return None
-    return Message.objects.select_related("room", "user").filter(room=room, user=user, client_id=client_id).first()
+@dataclass(frozen=True)
+class MessageRequest:
+    room: Room
+    user: User
+    content: object
+    client_id: object = None
 
 
 def message_create(*, room: Room, user: User, content, client_id=None) -> MessageResult:
@@ -84,35 +86,125 @@ def message_create(*, room: Room, user: User, content, client_id=None) -> Messag
     A client_id already used by this user in this room returns the original message and
     stores and broadcasts nothing. Over CHAT_MESSAGE_RATE it raises RateLimited.
     """
-    message_validate(content=content, client_id=client_id)
+    outcome = message_create_many([MessageRequest(room=room, user=user, content=content, client_id=client_id)])[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def message_create_many(requests: list[MessageRequest]) -> list[MessageResult | Exception]:
+    """Store concurrent messages in one transaction (group commit), each as message_create would.
+
+    Returns one outcome per request, in order: a MessageResult, or the exception that refused
+    that request alone (MessageRejected, MessageForbidden, RateLimited). Seqs follow the
+    requests' order within each room. Every stored message is broadcast once committed.
+    """
+    outcomes: list = [None] * len(requests)
+    valid = []
+    for index, request in enumerate(requests):
+        try:
+            message_validate(content=request.content, client_id=request.client_id)
+        except MessageRejected as exc:
+            outcomes[index] = exc
+        else:
+            valid.append(index)
+    if not valid:
+        return outcomes
     try:
         with transaction.atomic():
-            # The row lock serialises writers of one room, so seq follows commit order.
-            locked = Room.objects.select_for_update().get(pk=room.pk)
-            original = _existing(room=locked, user=user, client_id=client_id)
-            if original is not None:
-                return MessageResult(original, created=False)
-            _check_may_post(room=locked, user=user)
-            # Counted once per stored message, whatever the transport; raises RateLimited.
-            hit("messages", str(user.pk), parse_rate(settings.CHAT_MESSAGE_RATE))
-            locked.last_seq += 1
-            locked.save(update_fields=["last_seq"])
-            message = Message.objects.create(
-                room=locked, user=user, content=content, client_id=client_id, seq=locked.last_seq
-            )
-            result = MessageResult(message, created=True)
+            created = _store(requests, valid, outcomes)
 
             def publish() -> None:
-                result.published = publish_message(message)
+                for result, published in zip(created, publish_messages([r.message for r in created]), strict=True):
+                    result.published = published
 
-            transaction.on_commit(publish)
+            if created:
+                transaction.on_commit(publish)
     except IntegrityError:
-        # Only the client_id constraint can race here (seq is allocated under the lock).
-        original = _existing(room=room, user=user, client_id=client_id)
-        if original is None:
-            raise
-        return MessageResult(original, created=False)
-    return result
+        # Only a client_id can race here (seqs are allocated under the rooms' locks), with a
+        # writer in another process: the batch rolled back, so store its requests one by one.
+        if len(requests) == 1:
+            request = requests[0]
+            original = _existing(requests, [0]).get(_key(request))
+            if original is None:
+                raise
+            return [MessageResult(original, created=False)]
+        return [message_create_many([request])[0] for request in requests]
+    return outcomes
+
+
+def _key(request: MessageRequest) -> tuple | None:
+    if request.client_id is None:
+        return None
+    return (request.user.pk, request.room.pk, request.client_id)
+
+
+def _existing(requests: list[MessageRequest], indexes: list[int]) -> dict[tuple, Message]:
+    """The stored messages that already carry the requests' client_ids, by (user, room, client_id)."""
+    keys = {_key(requests[i]) for i in indexes} - {None}
+    if not keys:
+        return {}
+    found = Message.objects.select_related("room", "user").filter(
+        user_id__in={k[0] for k in keys}, room_id__in={k[1] for k in keys}, client_id__in={k[2] for k in keys}
+    )
+    return {key: m for m in found if (key := (m.user_id, m.room_id, m.client_id)) in keys}
+
+
+def _active_mutes(requests: list[MessageRequest], indexes: list[int]) -> dict[tuple[int, int], datetime]:
+    """The end of the longest running mute of each (user, room) among the requests."""
+    pairs = {(requests[i].user.pk, requests[i].room.pk) for i in indexes}
+    mutes = Mute.objects.filter(
+        until__gt=timezone.now(), user_id__in={p[0] for p in pairs}, room_id__in={p[1] for p in pairs}
+    ).values_list("user_id", "room_id", "until")
+    ends: dict[tuple[int, int], datetime] = {}
+    for user_id, room_id, until in mutes:
+        pair = (user_id, room_id)
+        if pair in pairs and (pair not in ends or until > ends[pair]):
+            ends[pair] = until
+    return ends
+
+
+def _store(requests: list[MessageRequest], valid: list[int], outcomes: list) -> list[MessageResult]:
+    # The row locks serialise writers of a room (in id order, so batches never deadlock), so
+    # seq follows commit order.
+    rooms = Room.objects.select_for_update().filter(pk__in={requests[i].room.pk for i in valid}).order_by("pk")
+    rooms = {room.pk: room for room in rooms}
+    existing = _existing(requests, valid)
+    mutes = _active_mutes(requests, valid)
+    rate = parse_rate(settings.CHAT_MESSAGE_RATE)
+    batch: dict[tuple, MessageResult] = {}
+    created: list[MessageResult] = []
+    for index in valid:
+        request = requests[index]
+        room, key = rooms.get(request.room.pk), _key(request)
+        if room is None:
+            outcomes[index] = Room.DoesNotExist(f"Room {request.room.pk} no longer exists.")
+            continue
+        if key in existing:
+            outcomes[index] = MessageResult(existing[key], created=False)
+            continue
+        if key in batch:  # the same client_id twice in one batch: the second is a repeat
+            outcomes[index] = MessageResult(batch[key].message, created=False)
+            continue
+        try:
+            _check_may_post(room=room, until=mutes.get((request.user.pk, room.pk)))
+            # Counted once per stored message, whatever the transport; raises RateLimited.
+            hit("messages", str(request.user.pk), rate)
+        except (MessageForbidden, RateLimited) as exc:
+            outcomes[index] = exc
+            continue
+        room.last_seq += 1
+        message = Message(room=room, user=request.user, content=request.content, client_id=request.client_id)
+        message.seq = room.last_seq
+        outcomes[index] = result = MessageResult(message, created=True)
+        created.append(result)
+        if key is not None:
+            batch[key] = result
+    if created:
+        Message.objects.bulk_create([r.message for r in created])
+        changed = {r.message.room_id: r.message.room for r in created}.values()
+        Room.objects.bulk_update(list(changed), ["last_seq"])
+    return created
 
 
 def mute_active_until(*, room: Room, user: User) -> datetime | None:
@@ -121,10 +213,9 @@ def mute_active_until(*, room: Room, user: User) -> datetime | None:
     return mute.until if mute else None
 
 
-def _check_may_post(*, room: Room, user: User) -> None:
+def _check_may_post(*, room: Room, until: datetime | None) -> None:
     if room.archived_at is not None:
         raise MessageForbidden("archived", "This room is archived; its history is read-only.")
-    until = mute_active_until(room=room, user=user)
     if until is not None:
         until_text = until.astimezone(UTC).isoformat()
         raise MessageForbidden("muted", f"You are muted in this room until {until_text}.", extra={"until": until_text})

@@ -1,4 +1,4 @@
-"""Fixtures for suites that start the real server process (daphne) and talk to it over real sockets.
+"""Fixtures for suites that start the real server process (uvicorn or daphne) and talk to it over real sockets.
 
 Nothing here touches the database in-process: the tests are HTTP and WebSocket clients, so they need
 neither pytest-django's `db` fixture nor its database blocker. The server gets an environment of its
@@ -24,8 +24,13 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-# daphne, with its access log sent through the JSON logging of settings.LOGGING (chatproject/serve.py).
-SERVER_COMMAND = [sys.executable, "-m", "chatproject.serve"]
+# The production server, uvicorn (chatproject/serve_uvicorn.py); CHAT_TEST_SERVER=daphne runs the suite
+# on daphne (chatproject/serve.py). Both log through the JSON logging of settings.LOGGING.
+SERVERS = {
+    "uvicorn": [sys.executable, "-m", "chatproject.serve_uvicorn"],
+    "daphne": [sys.executable, "-m", "chatproject.serve"],
+}
+SERVER_NAME = os.environ.get("CHAT_TEST_SERVER", "uvicorn")
 PASSWORD = "correct-horse-battery-9"  # the server runs Django's real password validators
 STARTUP_TIMEOUT_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -242,10 +247,11 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def launch_server(workdir: Path, **extra_env: str) -> Iterator[ServerProcess]:
-    """Migrate a SQLite database in workdir, serve it with daphne on a free port, stop it afterwards.
+def launch_server(workdir: Path, *, server_name: str = SERVER_NAME, **extra_env: str) -> Iterator[ServerProcess]:
+    """Migrate a SQLite database in workdir, serve it on a free port, stop it afterwards.
 
-    Reusing a workdir restarts on the same database and key file.
+    `server_name` is "uvicorn" (the production server, default) or "daphne". Reusing a workdir
+    restarts on the same database and key file.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     env = server_env(workdir, extra_env)
@@ -262,10 +268,10 @@ def launch_server(workdir: Path, **extra_env: str) -> Iterator[ServerProcess]:
 
     for attempt in range(PORT_ATTEMPTS):
         port = free_port()
-        log_path = workdir / f"daphne-{port}.log"
+        log_path = workdir / f"{server_name}-{port}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [*SERVER_COMMAND, "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
+                [*SERVERS[server_name], "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=log_file,

@@ -913,17 +913,17 @@ async def test_replay_then_live_delivery_neither_repeats_nor_skips(sockets, alic
 
 
 class HeldPublishes:
-    """Stands in for chat.services.publish_message: holds chosen seqs back, publishes the rest."""
+    """Stands in for chat.services.publish_messages: holds chosen seqs back, publishes the rest."""
 
     def __init__(self, hold: set[int]) -> None:
         self.hold = hold
         self.held: dict[int, Message] = {}
 
-    def __call__(self, message: Message) -> bool:
-        if message.seq in self.hold:
-            self.held[message.seq] = message
-            return True
-        return events.publish_message(message)
+    def __call__(self, messages: list[Message]) -> list[bool]:
+        for message in messages:
+            if message.seq in self.hold:
+                self.held[message.seq] = message
+        return [True if m.seq in self.hold else events.publish_message(m) for m in messages]
 
     async def release(self, seq: int) -> None:
         await sync_to_async(events.publish_message)(self.held.pop(seq))
@@ -933,7 +933,7 @@ async def test_a_publish_still_in_flight_during_replay_is_not_delivered_again(
     sockets, alice, bob, general, monkeypatch
 ):
     publishes = HeldPublishes(hold={3})
-    monkeypatch.setattr("chat.services.publish_message", publishes)
+    monkeypatch.setattr("chat.services.publish_messages", publishes)
     messages = [await create_message(room=general, user=bob, content=f"m{n}") for n in (1, 2, 3)]
 
     communicator = await connect(sockets, alice, since=0)
@@ -968,7 +968,7 @@ async def test_invalid_since_sends_a_bad_request_error_and_the_socket_stays_open
 async def test_out_of_order_publishes_are_delivered_in_seq_order_once(sockets, alice, bob, general, monkeypatch):
     listener = await enter(sockets, alice)
     publishes = HeldPublishes(hold={1})
-    monkeypatch.setattr("chat.services.publish_message", publishes)
+    monkeypatch.setattr("chat.services.publish_messages", publishes)
 
     first = await create_message(room=general, user=bob, content="first")
     second = await create_message(room=general, user=bob, content="second")  # published before the first
@@ -983,7 +983,7 @@ async def test_a_lost_publish_is_filled_from_the_database_in_order_once(sockets,
     second_socket = await enter(sockets, bob)
     assert await receive(first_socket) == member_event("join", bob)
     publishes = HeldPublishes(hold={2})
-    monkeypatch.setattr("chat.services.publish_message", publishes)
+    monkeypatch.setattr("chat.services.publish_messages", publishes)
 
     messages = [await create_message(room=general, user=bob, content=f"m{n}") for n in (1, 2, 3)]
 
@@ -997,13 +997,19 @@ async def test_a_publish_placed_directly_on_the_group_ahead_of_a_hole_waits_for_
     sockets, alice, bob, general, channel_layer, monkeypatch
 ):
     listener = await enter(sockets, alice)
-    monkeypatch.setattr("chat.services.publish_message", lambda message: True)  # the layer loses everything
+    # The layer loses everything.
+    monkeypatch.setattr("chat.services.publish_messages", lambda messages: [True] * len(messages))
     first = await create_message(room=general, user=bob, content="first")
     second = await create_message(room=general, user=bob, content="second")
 
     await channel_layer.group_send(
         events.room_group(general.pk),
-        {"type": "chat.message", "seq": second.seq, "text": events.encode(events.message_event(second))},
+        {
+            "type": "chat.message",
+            "group": events.room_group(general.pk),
+            "seq": second.seq,
+            "text": events.encode(events.message_event(second)),
+        },
     )
 
     assert await receive_all(listener, 2, timeout=GAP_FILL_TIMEOUT) == [message_event(first), message_event(second)]

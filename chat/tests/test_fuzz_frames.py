@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from hypothesis import HealthCheck, given
@@ -255,4 +254,3 @@ async def test_random_frames_never_break_the_socket_or_store_anything_invalid(fr
         await communicator.disconnect()
 
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
-    await get_channel_layer().flush()

@@ -125,9 +125,9 @@ def test_message_create_losing_the_client_id_race_returns_the_winner(general, us
     real_existing = services._existing
     calls = []
 
-    def existing_missed_once(**kwargs):
-        calls.append(kwargs)
-        return None if len(calls) == 1 else real_existing(**kwargs)
+    def existing_missed_once(*args):
+        calls.append(args)
+        return {} if len(calls) == 1 else real_existing(*args)
 
     monkeypatch.setattr(services, "_existing", existing_missed_once)
 
@@ -185,12 +185,22 @@ def test_message_create_accepts_content_at_the_limit_and_64_char_client_id(gener
 # --- publish after commit -------------------------------------------------------------------
 
 
+def recording_into(published: list):
+    """Stands in for services.publish_messages: records what would be broadcast."""
+
+    def publish(messages):
+        published.extend(messages)
+        return [True] * len(messages)
+
+    return publish
+
+
 @pytest.mark.django_db
 def test_message_create_publishes_only_when_the_transaction_commits(
     general, user, monkeypatch, django_capture_on_commit_callbacks
 ):
     published = []
-    monkeypatch.setattr(services, "publish_message", published.append)
+    monkeypatch.setattr(services, "publish_messages", recording_into(published))
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         result = message_create(room=general, user=user, content="hello", client_id="abc")
@@ -206,7 +216,7 @@ def test_message_create_publishes_nothing_for_a_repeat_or_a_rejection(
 ):
     message_create(room=general, user=user, content="hello", client_id="abc")
     published = []
-    monkeypatch.setattr(services, "publish_message", published.append)
+    monkeypatch.setattr(services, "publish_messages", recording_into(published))
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         message_create(room=general, user=user, content="hello", client_id="abc")
@@ -243,6 +253,7 @@ def test_room_group_receives_the_event_only_after_commit(user):
     assert event is not None
     assert {**event, "text": json.loads(event["text"])} == {
         "type": "chat.message",
+        "group": room_group(room.pk),
         "seq": 1,
         "text": {"type": "message", **message_json(message)},
     }
@@ -253,7 +264,7 @@ def test_room_group_receives_the_event_only_after_commit(user):
 def test_rolled_back_message_is_never_published_and_uses_no_seq(user, monkeypatch):
     room = RoomFactory(name="rollback")
     published = []
-    monkeypatch.setattr(services, "publish_message", published.append)
+    monkeypatch.setattr(services, "publish_messages", recording_into(published))
 
     with pytest.raises(RuntimeError), transaction.atomic():
         message_create(room=room, user=user, content="hello")
@@ -269,18 +280,19 @@ def test_published_message_is_already_visible_to_other_connections(user, monkeyp
     room = RoomFactory(name="visible")
     seen = []
 
-    def publish(message):
+    def publish(messages):
         def look():
             try:
-                seen.append(Message.objects.filter(pk=message.pk).exists())
+                seen.extend(Message.objects.filter(pk=m.pk).exists() for m in messages)
             finally:
                 connection.close()
 
         reader = threading.Thread(target=look)
         reader.start()
         reader.join()
+        return [True] * len(messages)
 
-    monkeypatch.setattr(services, "publish_message", publish)
+    monkeypatch.setattr(services, "publish_messages", publish)
 
     message_create(room=room, user=user, content="hello")
 
@@ -431,6 +443,7 @@ def test_message_delete_announces_each_message_after_commit_and_seq_is_not_reuse
     event = _receive(channel, timeout=5)
     assert {**event, "text": json.loads(event["text"])} == {
         "type": "chat.deleted",
+        "group": room_group(room.pk),
         "text": {"type": "message_deleted", "room": "moderated", "id": second.pk, "seq": 2},
     }
     assert message_create(room=room, user=user, content="c").message.seq == 3

@@ -1,0 +1,59 @@
+"""Group commit for the sockets of one process: concurrent sends share one transaction.
+
+A socket's send waits here while the batch before it is being written; everything that
+arrived meanwhile is stored by the next call of services.message_create_many, in one
+transaction and one commit. With one send in flight it is written at once (no added delay);
+under load a commit carries as many messages as arrived during the previous one. A send is
+answered only after its batch committed.
+"""
+
+import asyncio
+import weakref
+
+from channels.db import database_sync_to_async
+
+from chat import services
+
+MAX_BATCH = 500
+
+
+class MessageWriter:
+    def __init__(self) -> None:
+        self._waiting: list[tuple[services.MessageRequest, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def create(self, *, room, user, content, client_id=None) -> services.MessageResult:
+        """Store one message as services.message_create does (same result, same exceptions)."""
+        future = asyncio.get_running_loop().create_future()
+        request = services.MessageRequest(room=room, user=user, content=content, client_id=client_id)
+        self._waiting.append((request, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="chat-writer")
+        return await future
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                outcomes = await database_sync_to_async(services.message_create_many)([r for r, _ in batch])
+            except Exception as exc:  # the database is down: every send of the batch is refused
+                outcomes = [exc] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():  # its socket closed meanwhile
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+
+_writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MessageWriter]" = weakref.WeakKeyDictionary()
+
+
+def writer() -> MessageWriter:
+    """The writer of the running event loop."""
+    loop = asyncio.get_running_loop()
+    found = _writers.get(loop)
+    if found is None:
+        found = _writers[loop] = MessageWriter()
+    return found

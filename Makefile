@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run run-prod require-secret-key test test-integration bench bench-smoke install install-dev migrate lint format clean
+.PHONY: run run-daphne run-prod require-secret-key test test-integration bench bench-smoke install install-dev migrate lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,19 +25,24 @@ install-dev: $(VENV)/.installed-dev
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
+# uvicorn (chatproject/serve_uvicorn.py), the faster server on the benchmark (docs/performance.md).
 run: migrate
+	$(BIN)/python -m chatproject.serve_uvicorn -b $(HOST) -p $(PORT) chatproject.asgi:application
+
+# The same application on daphne (chatproject/serve.py: daphne with a JSON access log, ?token= redacted).
+run-daphne: migrate
 	$(BIN)/python -m chatproject.serve -b $(HOST) -p $(PORT) chatproject.asgi:application
 
 # Production behind a TLS-terminating proxy (docs/deploy.md). The switch is set here, not by the caller.
-# chatproject.serve is daphne with its access log in JSON, ?token= redacted. The client address for
-# rate limits comes from X-Forwarded-For only when the peer is in TRUSTED_PROXIES (not --proxy-headers,
-# which would believe a header any client can forge).
+# chatproject.serve_uvicorn is uvicorn logging through settings.LOGGING (JSON, tokens redacted). The
+# client address for rate limits comes from X-Forwarded-For only when the peer is in TRUSTED_PROXIES
+# (uvicorn's proxy headers are off: they would believe a header any client can forge).
 run-prod: export DJANGO_ENV := production
 run-prod: require-secret-key install
 	$(BIN)/python manage.py check --deploy --fail-level WARNING
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	exec $(BIN)/python -m chatproject.serve -b $(HOST) -p $(PORT) chatproject.asgi:application
+	exec $(BIN)/python -m chatproject.serve_uvicorn -b $(HOST) -p $(PORT) chatproject.asgi:application
 
 # First prerequisite of run-prod, so a missing key fails before anything is installed or started.
 require-secret-key:

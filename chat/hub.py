@@ -107,12 +107,12 @@ async def _finish(coroutine, awaited) -> None:
     """Drive a coroutine that stopped at `awaited` (what it yielded: a future, or None) to its end."""
     try:
         while True:
-            try:
-                await (asyncio.sleep(0) if awaited is None else awaited)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                pass  # the coroutine sees the future's exception itself when resumed
+            if awaited is None:  # a bare yield: give the loop one turn
+                await asyncio.sleep(0)
+            else:
+                # Wait for the future without consuming it: the coroutine reads its result (or
+                # exception) itself when resumed.
+                await asyncio.wait({awaited})
             try:
                 awaited = coroutine.send(None)
             except StopIteration:

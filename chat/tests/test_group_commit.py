@@ -1,0 +1,200 @@
+"""Group commit: services.message_create_many stores a batch in one transaction; chat.writer forms the batches."""
+
+import asyncio
+import threading
+from datetime import UTC, timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.tests.factories import UserFactory
+from chat import services, writer
+from chat.models import Message, Mute
+from chat.services import MessageForbidden, MessageRejected, MessageRequest, MessageResult, message_create_many
+from chat.tests.factories import RoomFactory, make_message
+from chatproject.ratelimit import RateLimited
+
+
+def outcome_summary(outcome) -> tuple:
+    if isinstance(outcome, MessageResult):
+        m = outcome.message
+        return ("stored" if outcome.created else "repeat", m.room.name, m.seq, m.user.username, m.content, m.client_id)
+    return (type(outcome).__name__, getattr(outcome, "code", None))
+
+
+@pytest.mark.django_db
+def test_a_batch_gets_one_outcome_per_request_in_order_and_seqs_per_room(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    general, python = RoomFactory(name="general"), RoomFactory(name="python")
+    alice, bob, muted = UserFactory(username="alice"), UserFactory(username="bob"), UserFactory(username="muted")
+    make_message(room=general, user=alice, content="earlier", client_id="seen")  # general's seq 1
+    until = timezone.now() + timedelta(minutes=5)
+    Mute.objects.create(user=muted, room=general, until=until)
+    published = []
+    monkeypatch.setattr(services, "publish_messages", lambda ms: published.extend(ms) or [True] * len(ms))
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        outcomes = message_create_many(
+            [
+                MessageRequest(room=general, user=alice, content="one", client_id="a1"),
+                MessageRequest(room=python, user=bob, content="first in python"),
+                MessageRequest(room=general, user=bob, content="   "),
+                MessageRequest(room=general, user=muted, content="let me talk"),
+                MessageRequest(room=general, user=alice, content="again", client_id="seen"),
+                MessageRequest(room=general, user=alice, content="one, resent", client_id="a1"),
+                MessageRequest(room=general, user=bob, content="two"),
+            ]
+        )
+
+    assert [outcome_summary(o) for o in outcomes] == [
+        ("stored", "general", 2, "alice", "one", "a1"),
+        ("stored", "python", 1, "bob", "first in python", None),
+        ("MessageRejected", "empty"),
+        ("MessageForbidden", "muted"),
+        ("repeat", "general", 1, "alice", "earlier", "seen"),
+        ("repeat", "general", 2, "alice", "one", "a1"),
+        ("stored", "general", 3, "bob", "two", None),
+    ]
+    assert outcomes[3].extra == {"until": until.astimezone(UTC).isoformat()}
+    assert len(callbacks) == 1  # one publish for the whole batch, after its one commit
+    assert [(m.room.name, m.seq) for m in published] == [("general", 2), ("python", 1), ("general", 3)]
+    assert [o.published for o in outcomes if isinstance(o, MessageResult) and o.created] == [True, True, True]
+    stored = Message.objects.order_by("room__name", "seq").values_list("room__name", "seq", "content")
+    assert list(stored) == [
+        ("general", 1, "earlier"),
+        ("general", 2, "one"),
+        ("general", 3, "two"),
+        ("python", 1, "first in python"),
+    ]
+    general.refresh_from_db(), python.refresh_from_db()
+    assert (general.last_seq, python.last_seq) == (3, 1)
+
+
+@pytest.mark.django_db
+def test_a_batch_is_one_transaction_with_a_fixed_number_of_queries(general):
+    users = [UserFactory(username=f"user{n}") for n in range(40)]
+    requests = [
+        MessageRequest(room=general, user=u, content=f"hi from {u.username}", client_id=f"c{n}")
+        for n, u in enumerate(users)
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = message_create_many(requests)
+
+    assert [o.message.seq for o in outcomes] == list(range(1, 41))
+    # lock the rooms, look up client_ids, mutes, insert, update last_seq (+ savepoint/commit bookkeeping)
+    statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
+    assert statements.count("INSERT") == 1
+    assert statements.count("SELECT") == 3
+    assert statements.count("UPDATE") == 1
+
+
+@pytest.mark.django_db
+def test_a_rate_limited_request_is_refused_alone(general, settings):
+    settings.CHAT_MESSAGE_RATE = "2/min"
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+
+    outcomes = message_create_many(
+        [MessageRequest(room=general, user=alice, content=str(n)) for n in range(3)]
+        + [MessageRequest(room=general, user=bob, content="bob's")]
+    )
+
+    assert [outcome_summary(o)[:3] for o in outcomes] == [
+        ("stored", "general", 1),
+        ("stored", "general", 2),
+        ("RateLimited", None),
+        ("stored", "general", 3),
+    ]
+    assert isinstance(outcomes[2], RateLimited)
+
+
+@pytest.mark.django_db
+def test_an_archived_room_refuses_every_request_of_the_batch(general):
+    general.archived_at = timezone.now()
+    general.save()
+    alice = UserFactory(username="alice")
+
+    outcomes = message_create_many([MessageRequest(room=general, user=alice, content="x")] * 2)
+
+    assert [outcome_summary(o) for o in outcomes] == [("MessageForbidden", "archived")] * 2
+    assert not Message.objects.exists()
+
+
+# --- the writer: concurrent sends share a batch -----------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sends_that_arrive_during_a_write_are_stored_together_in_the_next_one(monkeypatch):
+    room = await sync_to_async(RoomFactory)(name="busy")
+    users = [await sync_to_async(UserFactory)(username=f"u{n}") for n in range(21)]
+    batches, first_started, release = [], threading.Event(), threading.Event()
+    real = services.message_create_many
+
+    def recording(requests):
+        batches.append([r.content for r in requests])
+        if len(batches) == 1:
+            first_started.set()
+            release.wait(10)  # hold the first commit while the others arrive
+        return real(requests)
+
+    monkeypatch.setattr(services, "message_create_many", recording)
+    the_writer = writer.MessageWriter()
+
+    first = asyncio.create_task(the_writer.create(room=room, user=users[0], content="m0"))
+    await sync_to_async(first_started.wait, thread_sensitive=False)(10)
+    rest = [
+        asyncio.create_task(the_writer.create(room=room, user=u, content=f"m{n}")) for n, u in enumerate(users[1:], 1)
+    ]
+    await asyncio.sleep(0.05)
+    release.set()
+    results = await asyncio.gather(first, *rest)
+
+    assert batches == [["m0"], [f"m{n}" for n in range(1, 21)]]
+    assert [(r.created, r.message.seq, r.message.content) for r in results] == [
+        (True, n + 1, f"m{n}") for n in range(21)
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_each_send_of_a_batch_gets_its_own_refusal():
+    room = await sync_to_async(RoomFactory)(name="mixed")
+    alice = await sync_to_async(UserFactory)(username="alice")
+    the_writer = writer.MessageWriter()
+
+    outcomes = await asyncio.gather(
+        the_writer.create(room=room, user=alice, content="fine"),
+        the_writer.create(room=room, user=alice, content=""),
+        the_writer.create(room=room, user=alice, content="fine too"),
+        return_exceptions=True,
+    )
+
+    assert outcomes[0].message.seq == 1
+    assert isinstance(outcomes[1], MessageRejected) and outcomes[1].code == "empty"
+    assert outcomes[2].message.seq == 2
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_database_failure_refuses_the_batch_and_the_writer_recovers(monkeypatch):
+    room = await sync_to_async(RoomFactory)(name="flaky")
+    alice = await sync_to_async(UserFactory)(username="alice")
+    real, calls = services.message_create_many, []
+
+    def failing_once(requests):
+        calls.append(len(requests))
+        if len(calls) == 1:
+            raise ConnectionError("database unavailable")
+        return real(requests)
+
+    monkeypatch.setattr(services, "message_create_many", failing_once)
+    the_writer = writer.MessageWriter()
+
+    with pytest.raises(ConnectionError):
+        await the_writer.create(room=room, user=alice, content="lost")
+    result = await the_writer.create(room=room, user=alice, content="kept")
+
+    assert (result.created, result.message.seq, result.message.content) == (True, 1, "kept")
+    assert isinstance(MessageForbidden("x", "y"), MessageRejected)  # REST maps both through one except

@@ -1,11 +1,14 @@
 """Writes on users, shared by the API, the admin and the management commands."""
 
 import contextlib
+import functools
+import threading
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, close_old_connections, connections, transaction
 
 from accounts.models import User
 from accounts.tokens import refresh_tokens_revoke_all
@@ -22,14 +25,45 @@ def username_is_taken(username: str) -> bool:
     return User.objects.filter(username__iexact=username).exists()
 
 
-@transaction.atomic
+@functools.cache
+def _hashing_slots(concurrency: int) -> threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(concurrency)
+
+
+@contextlib.contextmanager
+def password_hashing_slot() -> Iterator[None]:
+    """Wait until fewer than PASSWORD_HASH_CONCURRENCY passwords are being hashed (0: no limit).
+
+    A hash keeps a core busy for a good part of a second: unbounded, a burst of logins takes every
+    core from the event loop and the chat stalls; bounded, the logins queue behind each other.
+    """
+    concurrency = settings.PASSWORD_HASH_CONCURRENCY
+    if not concurrency:
+        yield
+        return
+    slots = _hashing_slots(concurrency)
+    if not slots.acquire(blocking=False):
+        # A queued request gives its database connection back (to the pool, on PostgreSQL) rather
+        # than keep it idle while the chat waits for one; the next query opens another.
+        if not any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
+            close_old_connections()
+        slots.acquire()
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 def user_register(*, username: str, password: str) -> User:
     """Create a user after Django's password validators accept the password."""
     validate_password(password, user=User(username=username))
     if username_is_taken(username):
         raise UsernameTaken(username)
     user = User(username=username)
-    user.set_password(password)
+    # Hashed before the transaction: on SQLite a transaction holds the database's write lock,
+    # and every chat message would wait for the hash.
+    with password_hashing_slot():
+        user.set_password(password)
     try:
         with transaction.atomic():
             user.save()
@@ -88,7 +122,8 @@ def user_login(*, request, username: str, password: str, client_ip: str) -> User
     waits = [wait for scope, key in scopes if (wait := peek(scope, key, rate)) is not None]
     if waits:
         raise RateLimited(max(waits))
-    user = authenticate(request, username=username, password=password)
+    with password_hashing_slot():
+        user = authenticate(request, username=username, password=password)
     if user is None:
         for scope, key in [("login-failures-from", f"{name}:{client_ip}"), ("login-failures", name)]:
             with contextlib.suppress(RateLimited):  # counted; the next attempt is refused

@@ -166,6 +166,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Passwords hashed at once per process, by /token and /register (0: no limit). A PBKDF2 hash keeps a
+# core busy for ~0.4 s; leaving one core to the event loop keeps the chat moving during a burst of logins.
+PASSWORD_HASH_CONCURRENCY = env.int("PASSWORD_HASH_CONCURRENCY", default=max(1, (os.cpu_count() or 1) - 1))
+
 ACCESS_TOKEN_SECONDS = env.int("ACCESS_TOKEN_SECONDS", default=1800)
 REFRESH_TOKEN_DAYS = env.int("REFRESH_TOKEN_DAYS", default=7)
 

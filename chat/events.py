@@ -40,6 +40,19 @@ def message_payload(message: Message) -> dict:
     }
 
 
+def message_payload_from_row(row: dict, room_name: str) -> dict:
+    """message_payload of a row of selectors.MESSAGE_ROW_FIELDS in the room named `room_name`."""
+    return {
+        "id": row["id"],
+        "seq": row["seq"],
+        "room": room_name,
+        "user": {"id": row["user_id"], "username": row["user__username"]},
+        "content": row["content"],
+        "timestamp": row["created"].isoformat(),
+        "client_id": row["client_id"],
+    }
+
+
 def message_event(message: Message) -> dict:
     return {"type": "message", **message_payload(message)}
 

@@ -15,18 +15,22 @@ def room_list() -> list[dict]:
     return [{"name": r.name, "title": r.title, "online": online.get(r.pk, 0)} for r in rooms]
 
 
+MESSAGE_ROW_FIELDS = ("id", "seq", "content", "created", "client_id", "user_id", "user__username")
+
+
 def message_list(
     *, room: Room, limit: int = 50, skip: int = 0, before: int | None = None, after: int | None = None
-) -> list[Message]:
-    """A page of the room's history: newest first, or oldest first when `after` is given."""
-    qs = Message.objects.filter(room=room).select_related("user", "room")
+) -> list[dict]:
+    """A page of the room's history as rows (events.message_payload_from_row shapes them), newest
+    first, or oldest first when `after` is given. Rows, not models: a page of 50 builds no objects."""
+    qs = Message.objects.filter(room=room)
     if before is not None:
         qs = qs.filter(seq__lt=before)
     if after is not None:
         qs = qs.filter(seq__gt=after).order_by("seq")
     else:
         qs = qs.order_by("-seq")
-    return list(qs[skip : skip + limit])
+    return list(qs.values(*MESSAGE_ROW_FIELDS)[skip : skip + limit])
 
 
 def message_replay(*, room_id: int, after: int, limit: int) -> tuple[list[Message], int]:

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import health, selectors, services
-from chat.events import message_payload
+from chat.events import message_payload, message_payload_from_row
 from chat.models import Room
 from chat.serializers import (
     HealthSerializer,
@@ -91,8 +91,8 @@ class MessagesView(APIView):
         room_obj = room_or_404(room)
         query = MessageListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        messages = selectors.message_list(room=room_obj, **query.validated_data)
-        return Response([message_payload(m) for m in messages])
+        rows = selectors.message_list(room=room_obj, **query.validated_data)
+        return Response([message_payload_from_row(row, room_obj.name) for row in rows])
 
     @extend_schema(
         request=MessageCreateSerializer,

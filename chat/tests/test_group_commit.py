@@ -198,3 +198,21 @@ async def test_a_database_failure_refuses_the_batch_and_the_writer_recovers(monk
 
     assert (result.created, result.message.seq, result.message.content) == (True, 1, "kept")
     assert isinstance(MessageForbidden("x", "y"), MessageRejected)  # REST maps both through one except
+
+
+@pytest.mark.django_db
+def test_history_rows_are_shaped_exactly_like_the_message_object(general):
+    from chat import selectors
+    from chat.events import message_payload, message_payload_from_row
+
+    alice = UserFactory(username="Ålice")
+    messages = [
+        make_message(room=general, user=alice, content="héllo 👋", client_id="c1"),
+        make_message(room=general, user=alice, content="no client id"),
+    ]
+
+    rows = selectors.message_list(room=general)
+
+    assert [message_payload_from_row(row, general.name) for row in rows] == [
+        message_payload(Message.objects.select_related("room", "user").get(pk=m.pk)) for m in reversed(messages)
+    ]

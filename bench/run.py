@@ -1,38 +1,54 @@
 """The chat server's benchmark, against a bare `websockets` relay (bench/reference.py) in the same run.
 
-    .venv/bin/python bench/run.py            # the full run (a few minutes)
-    .venv/bin/python bench/run.py --smoke    # every scenario tiny, a few seconds, no timing asserted (CI)
+    .venv/bin/python bench/run.py            # the full run (tens of minutes with the scale-out configuration)
+    .venv/bin/python bench/run.py --smoke    # every scenario tiny, tens of seconds, no timing asserted (CI)
+    .venv/bin/python bench/run.py --only history,idle_rss      # a subset; docs/performance.md left alone
+    .venv/bin/python bench/run.py --server uvicorn              # the same scenarios served by uvicorn
 
-Starts the chat server (`python -m chatproject.serve`, SQLite and the in-process channel layer in a
-temporary directory, rate limits off, LOG_LEVEL=WARNING) and the reference relay, each on a free port.
-Users, their access tokens and one fresh room per scenario are made in bulk with `manage.py shell -c`
-(a /token login hashes the password: 1,000 of them would take minutes; a few /token logins are timed
-separately). WebSocket clients (`websockets`, permessage-deflate off) run in child processes.
+Starts the chat server (`python -m chatproject.serve`, or uvicorn with --server uvicorn; SQLite and the
+in-process channel layer in a temporary directory, rate limits off, LOG_LEVEL=WARNING) and the reference
+relay, each on a free port. Users, their access tokens and one fresh room per scenario are made in bulk
+with `manage.py shell -c` (a /token login hashes the password: 1,000 of them would take minutes; logins
+are timed separately). WebSocket clients (`websockets`, permessage-deflate off) run in child processes.
 
-Scenarios, each on both servers:
-- fan-out closed loop (acceptance): one client process, 100 clients in one room, each sends its next
+When PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) answer, every scenario runs a second time
+against a chat server on both (bench/backends.py: a database created for the run and dropped after it,
+a Redis prefix of its own): the scale-out configuration. --config picks one of the two.
+
+Scenarios (--only takes their names), each on both servers unless said otherwise:
+- fanout: closed loop (acceptance): one client process, 100 clients in one room, each sends its next
   message when its own previous one comes back, 20 messages each: deliveries/s;
-- connects/s: connect (token auth for the chat), wait for the first event (the chat's presence; the
+- connects: connect (token auth for the chat), wait for the first event (the chat's presence; the
   relay sends none, so its handshake), close; errors counted;
-- fan-out latency: rooms of 10, 100 and 1,000, open loop at a fixed rate: send→receive p50/p99;
-- persisted messages/s: many senders in several rooms, closed loop, then the history of every room is
-  read back over GET /messages and must hold exactly what was sent.
+- latency: rooms of 10, 100 and 1,000, open loop at a fixed rate: send→receive p50/p99;
+- persisted: many senders in several rooms, closed loop, then the history of every room is read back
+  over GET /messages and must hold exactly what was sent;
+- logins: sequential POST /token (chat only);
+- login_load: 20 concurrent POST /token logins while a 20-member room chats in open loop: login p50 and
+  the chat's p99 during the logins and, in the same run, without them (chat only);
+- idle_rss: the server process's resident memory before and after 1,000 and then 5,000 idle sockets
+  (10 to a room, spread over client processes): KiB per socket;
+- history: 1,000,000 messages bulk-inserted into one room, then GET /messages p50/p99 for the newest
+  page, a page before a seq deep in the history, and a page after a seq, sequential and concurrent
+  (chat only).
 
 Every receiver checks the message events it got (the chat by seq, the relay by client_id): a lost or
-duplicated delivery anywhere fails the run (exit 1). Results go to bench/results/<timestamp>.json and
-docs/performance.md (plus docs/performance.png when matplotlib is importable).
+duplicated delivery anywhere fails the run (exit 1). Results go to bench/results/<timestamp>.json and,
+for a full run of every scenario, docs/performance.md (plus docs/performance.png when matplotlib is
+importable).
 """
 
 import argparse
 import asyncio
 import contextlib
 import http.client
+import importlib.metadata
+import importlib.util
 import json
 import multiprocessing
 import os
-import platform
 import queue
-import re
+import random
 import resource
 import signal
 import socket
@@ -40,10 +56,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
+
+from backends import DEFAULT_REDIS_URL, missing, scale_out_services
+from report import machine, normalize_event, table, write_chart, write_doc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -55,13 +76,11 @@ STARTUP_TIMEOUT = 30.0
 SMOKE = False  # set by --smoke
 RECEIVE_TIMEOUT = 120.0  # a scenario's receivers give up this long after the last send
 
-NOTES_MARKER = "<!-- Written by hand below this line: bench/run.py keeps it when it regenerates the rest. -->"
-NOT_IMPLEMENTED = [
-    "Redis + PostgreSQL configuration (the scale-out run): only the embedded default (SQLite, in-process layer).",
-    "GET /messages p50/p99 with 1,000,000 messages in the room (bulk-seeded).",
-    "RSS per idle connection at 1,000 and 5,000 connections.",
-    "Login p50 and the chat's p99 while 20 logins run (only a sequential /token p50 is measured).",
-]
+SCENARIOS = ("fanout", "connects", "latency", "persisted", "logins", "login_load", "idle_rss", "history")
+CONFIGS = {
+    "embedded": "SQLite + in-process layer",
+    "scale-out": "PostgreSQL + Redis",
+}
 
 SHELL_SETUP = """
 import json, os
@@ -78,6 +97,36 @@ users = list(User.objects.filter(username__startswith=spec["prefix"]).order_by("
 for room in spec["rooms"]:
     Room.objects.create(name=room, title=room)
 print(json.dumps([[u.id, u.username, token_pair_issue(user=u).access_token] for u in users]))
+"""
+
+# One INSERT ... SELECT over a generated series: a million rows in seconds, where the ORM would take
+# minutes. seq runs 1..n, gapless like the server's own, and the room's last_seq says so.
+SHELL_SEED_HISTORY = """
+import json, os
+from django.db import connection, transaction
+from chat.models import Message, Room
+spec = json.loads(os.environ["BENCH_SEED"])
+room = Room.objects.get(name=spec["room"])
+column = {f.name: connection.ops.quote_name(f.column) for f in Message._meta.concrete_fields}
+columns = ", ".join(column[name] for name in ("room", "user", "content", "created", "client_id", "seq"))
+table = connection.ops.quote_name(Message._meta.db_table)
+if connection.vendor == "postgresql":
+    series = "generate_series(1, %(n)s) AS s(seq)"
+    created = "now() - (%(n)s - seq) * interval '1 millisecond'"
+else:
+    series = "(WITH RECURSIVE s(seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM s WHERE seq < %(n)s) SELECT seq FROM s)"
+    created = "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', ((seq - %(n)s) / 1000.0) || ' seconds')"
+with transaction.atomic():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT %(room)s, %(user)s, 'history ' || seq || ' ' || %(filler)s, "
+            f"{created}, NULL, seq FROM {series}",
+            {"n": spec["messages"], "room": room.pk, "user": spec["user"], "filler": "x" * 64},
+        )
+    Room.objects.filter(pk=room.pk).update(last_seq=spec["messages"])
+with connection.cursor() as cursor:
+    cursor.execute("ANALYZE")
+print(json.dumps({"count": Message.objects.filter(room=room).count()}))
 """
 
 
@@ -110,7 +159,7 @@ def http_request(port: int, method: str, path: str, body: dict | None = None, to
 class Server:
     def __init__(self, name: str, command: list[str], env: dict, port: int, log_path: Path):
         self.name, self.port, self.log_path = name, port, log_path
-        with log_path.open("wb") as log:
+        with log_path.open("ab") as log:  # a restarted server appends: the run's log stays whole
             self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     @property
@@ -144,6 +193,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_kib(pid: int) -> int:
+    """The process's resident set size (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def wait_idle(server: "Server", limit: float = 90.0) -> float:
     """Wait until the server process uses < 10% of a core over 0.5 s (backlogs of the last step drained)."""
     started = time.monotonic()
@@ -158,7 +219,8 @@ def wait_idle(server: "Server", limit: float = 90.0) -> float:
     return round(time.monotonic() - started, 1)
 
 
-def chat_env(workdir: Path) -> dict:
+def chat_env(workdir: Path, scale_out_env: dict | None) -> dict:
+    """The chat server's environment: SQLite in the workdir, or the scale-out run's PostgreSQL and Redis."""
     return {
         "PATH": os.environ.get("PATH", os.defpath),
         "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
@@ -168,22 +230,30 @@ def chat_env(workdir: Path) -> dict:
         "CHAT_MESSAGE_RATE": "0",
         "CHAT_MAX_CONNECTIONS_PER_USER": "0",
         "LOG_LEVEL": "WARNING",
+        **(scale_out_env or {}),
     }
 
 
-def start_chat(workdir: Path) -> Server:
-    env = chat_env(workdir)
-    migrate = subprocess.run(
-        [PYTHON, "manage.py", "migrate", "--noinput"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
-    )
-    if migrate.returncode:
-        raise SystemExit(f"migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
+def server_command(server: str, port: int) -> list[str]:
+    """One server process either way: no workers, no reload, no access log (daphne's is below LOG_LEVEL)."""
+    if server == "uvicorn":  # what `make run` and `make run-prod` serve with
+        return [PYTHON, "-m", "chatproject.serve_uvicorn", "-b", "127.0.0.1", "-p", str(port)]
+    return [PYTHON, "-m", "chatproject.serve", "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"]
+
+
+def start_chat(workdir: Path, scale_out_env: dict | None, server: str, migrate=True) -> Server:
+    env = chat_env(workdir, scale_out_env)
+    if migrate:
+        done = subprocess.run(
+            [PYTHON, "manage.py", "migrate", "--noinput"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+        )
+        if done.returncode:
+            raise SystemExit(f"migrate failed:\n{done.stdout}\n{done.stderr}")
     port = free_port()
-    command = [PYTHON, "-m", "chatproject.serve", "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"]
-    server = Server("chat server", command, env, port, workdir / "chat.log")
-    server.env = env
-    server.wait_ready(lambda: http_request(port, "GET", "/healthz")[0] == 200)
-    return server
+    chat = Server("chat server", server_command(server, port), env, port, workdir / "chat.log")
+    chat.env = env
+    chat.wait_ready(lambda: http_request(port, "GET", "/healthz")[0] == 200)
+    return chat
 
 
 def start_reference(workdir: Path) -> Server:
@@ -218,9 +288,12 @@ def setup_chat(server: Server, prefix: str, users: int, rooms: list[str]) -> lis
 
 
 def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    """Soft limit up to the hard one, and the hard one up to 65,536 where we may (root): 5,000 idle sockets."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for wanted in (max(hard, 65536), hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return
 
 
 async def open_socket(url: str, wait_first_event: bool):
@@ -242,6 +315,7 @@ class Receiver:
         self.seen: set = set()
         self.duplicates = 0
         self.latencies: list[float] = []
+        self.sent_at: list[float] = []  # beside latencies: when each message was sent
         self.last_receive = 0.0
         self.own_ack = asyncio.Event()
         self.complete = asyncio.Event()
@@ -261,8 +335,9 @@ class Receiver:
                     continue
                 self.seen.add(key)
                 self.last_receive = now
-                content = event["content"]
-                self.latencies.append(now - float(content.split(" ", 1)[0]))
+                sent = float(event["content"].split(" ", 1)[0])
+                self.latencies.append(now - sent)
+                self.sent_at.append(sent)
                 if (event.get("client_id") or "").startswith(self.own_prefix):
                     self.own_ack.set()
                 if len(self.seen) >= self.expected:
@@ -328,6 +403,7 @@ async def room_client(spec: dict, control) -> dict:
         task.cancel()
     latencies = [x for r in receivers for x in r.latencies]
     return {
+        "sent_at": [x for r in receivers for x in r.sent_at],
         "sent": sent,
         "received": sum(len(r.seen) for r in receivers),
         "lost": sum(r.lost() for r in receivers),
@@ -369,17 +445,62 @@ async def storm_client(spec: dict, control) -> dict:
     }
 
 
+async def idle_client(spec: dict, control) -> dict:
+    """Open the sockets of each of spec["stages"] in turn and hold them; close them all after the last."""
+    from websockets.protocol import State
+
+    semaphore = asyncio.Semaphore(spec["concurrency"])
+    sockets, errors = [], []
+
+    async def connect_one(url: str) -> None:
+        async with semaphore:
+            try:
+                sockets.append(await open_socket(url, spec["chat"]))
+            except Exception as exc:  # every failure is a counted error, whatever it is
+                errors.append(repr(exc)[:200])
+
+    loop = asyncio.get_running_loop()
+    first = time.monotonic()
+    for urls in spec["stages"]:
+        await asyncio.gather(*(connect_one(url) for url in urls))
+        control["ready"].put(spec["process"])
+        await loop.run_in_executor(None, control["start"].get)
+    closed_early = sum(1 for websocket in sockets if websocket.state is not State.OPEN)
+
+    async def close(websocket) -> None:
+        async with semaphore:
+            await websocket.close()
+
+    await asyncio.gather(*(close(websocket) for websocket in sockets))
+    return {
+        "connects": len(sockets),
+        "closed_early": closed_early,
+        "errors": errors,
+        "first_send": first,
+        "last_receive": time.monotonic(),
+        "latencies": [],
+    }
+
+
+CLIENTS = {"room": room_client, "storm": storm_client, "idle": idle_client}
+
+
 def client_process(kind: str, spec: dict, control, results) -> None:
     raise_fd_limit()
     try:
-        coroutine = room_client if kind == "room" else storm_client
-        results.put(("ok", asyncio.run(coroutine(spec, control))))
+        results.put(("ok", asyncio.run(CLIENTS[kind](spec, control))))
     except BaseException as exc:  # reported to the parent, which fails the run
         results.put(("error", repr(exc)))
 
 
-def run_processes(kind: str, specs: list[dict], server: "Server", timeout: float = 900) -> list[dict]:
-    """Run one client process per spec, start them together, collect their results."""
+def run_processes(
+    kind: str, specs: list[dict], server: "Server", timeout: float = 900, stages: int = 1, on_ready=None
+) -> list[dict]:
+    """Run one client process per spec, start them together, collect their results.
+
+    A process reports ready once per stage (idle clients: once per batch of sockets opened); when all
+    have, the server is left to go idle, on_ready(stage, start_at) runs, and they are told to go on.
+    """
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     controls, processes = [], []
@@ -392,18 +513,21 @@ def run_processes(kind: str, specs: list[dict], server: "Server", timeout: float
         processes.append(process)
     deadline = time.monotonic() + timeout
     try:
-        for control in controls:
-            while True:
-                try:
-                    control["ready"].get(timeout=1)
-                    break
-                except queue.Empty:
-                    if time.monotonic() > deadline or not all(p.is_alive() for p in processes):
-                        raise SystemExit(f"client processes failed to connect: {_drain(results)}") from None
-        wait_idle(server, limit=300)  # e.g. the join events of a room that just connected
-        start_at = time.monotonic() + 0.5  # CLOCK_MONOTONIC is system-wide on Linux
-        for control in controls:
-            control["start"].put(start_at)
+        for stage in range(stages):
+            for control in controls:
+                while True:
+                    try:
+                        control["ready"].get(timeout=1)
+                        break
+                    except queue.Empty:
+                        if time.monotonic() > deadline or not all(p.is_alive() for p in processes):
+                            raise SystemExit(f"client processes failed to connect: {_drain(results)}") from None
+            wait_idle(server, limit=300)  # e.g. the join events of a room that just connected
+            start_at = time.monotonic() + 0.5  # CLOCK_MONOTONIC is system-wide on Linux
+            if on_ready:
+                on_ready(stage, start_at)
+            for control in controls:
+                control["start"].put(start_at)
         collected = []
         for _ in specs:
             status, value = results.get(timeout=max(1.0, deadline - time.monotonic()))
@@ -440,7 +564,7 @@ def merge(parts: list[dict]) -> dict:
     elapsed = max(p["last_receive"] for p in parts) - min(p["first_send"] for p in parts)
     latencies = [x for p in parts for x in p["latencies"]]
     merged = {"elapsed_s": round(elapsed, 4), "samples": len(latencies)}
-    for key in ("sent", "received", "lost", "duplicates", "connects"):
+    for key in ("sent", "received", "lost", "duplicates", "connects", "closed_early"):
         if key in parts[0]:
             merged[key] = sum(p[key] for p in parts)
     if "errors" in parts[0]:
@@ -464,11 +588,16 @@ def split(items: list, parts: int) -> list[list]:
 
 
 class Bench:
-    def __init__(self, smoke: bool, workdir: Path):
+    def __init__(self, smoke: bool, workdir: Path, scale_out_env: dict | None, server: str):
         self.smoke = smoke
         self.workdir = workdir
-        self.chat = start_chat(workdir)
-        self.reference = start_reference(workdir)
+        self.chat_options = (scale_out_env, server)
+        self.chat = start_chat(workdir, *self.chat_options)
+        try:
+            self.reference = start_reference(workdir)
+        except SystemExit:
+            self.chat.stop()
+            raise
         self.rooms_made = 0
         self.tokens: list[str] = []
         self.results: dict = {}
@@ -477,6 +606,12 @@ class Bench:
     def stop(self) -> None:
         self.chat.stop()
         self.reference.stop()
+
+    def restart(self) -> None:
+        """New server processes on the same database: free of what earlier scenarios left in their memory."""
+        self.stop()
+        self.chat = start_chat(self.workdir, *self.chat_options, migrate=False)
+        self.reference = start_reference(self.workdir)
 
     def prepare(self, users: int, rooms: int) -> None:
         names = [f"bench{n}" for n in range(rooms)]
@@ -503,6 +638,19 @@ class Bench:
             if result.get("lost") or result.get("duplicates"):
                 self.failures.append(f"{name}: {result.get('lost')} lost, {result.get('duplicates')} duplicated")
         return chat, reference
+
+    def chat_only(self, run) -> dict:
+        """A scenario the relay has no counterpart for (logins, history): the chat server alone."""
+        wait_idle(self.chat)
+        try:
+            result = run()
+        except (Exception, SystemExit) as exc:  # one failed scenario must not lose the others' figures
+            self.failures.append(f"{self.chat.name}: {exc}")
+            result = {"error": str(exc)[:500]}
+        wait_idle(self.chat)
+        if result.get("lost") or result.get("duplicates"):
+            self.failures.append(f"chat: {result.get('lost')} lost, {result.get('duplicates')} duplicated")
+        return result
 
     def record(self, key: str, chat: dict, reference: dict, **extra) -> None:
         self.results[key] = {"chat": chat, "reference": reference, **extra}
@@ -622,301 +770,329 @@ class Bench:
         self.results["login"] = {"chat": {"samples": count, "p50_ms": round(statistics.median(durations) * 1000, 1)}}
         print(f"login: p50 {self.results['login']['chat']['p50_ms']} ms", flush=True)
 
+    def login_load(self) -> None:
+        """Concurrent logins (a full password hash each) while a room chats in open loop at a modest rate."""
+        members, rate, quiet, duration, logins = (5, 20.0, 0.5, 2.0, 3) if self.smoke else (20, 10.0, 5.0, 30.0, 20)
+        total = int(rate * duration)
+
+        def run() -> dict:
+            urls = room_urls(self.chat, self.fresh_room(), self.tokens, members)
+            spec = {"chat": True, "urls": urls, "mode": "open", "rate": rate, "total": total, "processes": 1}
+            spec["expected"] = total
+            attempts: list[dict] = []
+            threads: list[threading.Thread] = []
+
+            def login(username: str, at: float) -> None:
+                time.sleep(max(0.0, at - time.monotonic()))
+                started = time.monotonic()
+                try:
+                    status = http_request(
+                        self.chat.port, "POST", "/token", {"username": username, "password": PASSWORD}
+                    )[0]
+                except (OSError, http.client.HTTPException) as exc:
+                    status = repr(exc)[:200]
+                attempts.append({"started": started, "ended": time.monotonic(), "status": status})
+
+            def start_logins(stage: int, start_at: float) -> None:
+                for _, username, _ in self.user_rows[:logins]:
+                    threads.append(threading.Thread(target=login, args=(username, start_at + quiet), daemon=True))
+                    threads[-1].start()
+
+            try:
+                part = run_processes("room", [spec], self.chat, on_ready=start_logins)[0]
+            finally:
+                for thread in threads:
+                    thread.join(timeout=120)
+            failed = [a["status"] for a in attempts if a["status"] != 200]
+            if failed or len(attempts) != logins:
+                raise SystemExit(f"{len(attempts)} of {logins} logins answered, failures: {failed[:5]}")
+            logins_from = min(a["started"] for a in attempts)
+            logins_until = max(a["ended"] for a in attempts)
+            samples = list(zip(part["sent_at"], part["latencies"], strict=True))
+            result = merge([part])
+            result.update(
+                logins=logins,
+                login_p50_ms=round(percentile([a["ended"] - a["started"] for a in attempts], 50) * 1000, 1),
+                login_max_ms=round(max(a["ended"] - a["started"] for a in attempts) * 1000, 1),
+                logins_s=round(logins_until - logins_from, 2),
+                # the last message is sent at first_send + duration: logins after it overlap no chat
+                logins_outlasted_chat=logins_until > part["first_send"] + duration,
+                chat_without_logins=latency_summary([x for sent, x in samples if sent < logins_from]),
+                chat_during_logins=latency_summary([x for sent, x in samples if logins_from <= sent <= logins_until]),
+            )
+            return result
+
+        result = self.chat_only(run)
+        self.results["login_load"] = {"chat": result, "members": members, "rate": rate, "logins": logins}
+        if "error" in result:
+            print(f"login_load: {result['error']}", flush=True)
+        else:
+            without, during = result["chat_without_logins"], result["chat_during_logins"]
+            print(
+                f"login_load: login p50 {result['login_p50_ms']} ms, chat p99 {without.get('p99_ms')} ms without "
+                f"logins, {during.get('p99_ms')} ms during them",
+                flush=True,
+            )
+
+    def idle_rss(self) -> None:
+        """The server's resident memory per idle socket, 10 sockets to a room, distinct users in each room."""
+        stages, per_room, processes = ((20, 30), 10, 2) if self.smoke else ((1000, 4000), 10, 4)
+        warmup = 50
+        names = [f"idle{n}" for n in range(sum(stages) // per_room)]
+        setup_chat(self.chat, "benchidle", 0, names)
+        # Memory that earlier scenarios allocated and freed would be reused by the sockets and hide their cost.
+        self.restart()
+
+        def run(server: Server, chat: bool) -> dict:
+            urls = []
+            for n, room in enumerate(names):
+                tokens = [self.tokens[(n * per_room + k) % len(self.tokens)] for k in range(per_room)]
+                urls += room_urls(server, room, tokens if chat else None, per_room)
+
+            def specs(batches: list[list[str]]) -> list[dict]:
+                parts = [split(batch, processes) for batch in batches]
+                return [
+                    {"chat": chat, "concurrency": 10, "stages": [batch[i] for batch in parts]} for i in range(processes)
+                ]
+
+            # The first sockets pay once for code paths and caches the others share: not per-socket memory.
+            run_processes("idle", specs([urls[:warmup]]), server)
+            wait_idle(server)
+            pid = server.process.pid
+            base, started = rss_kib(pid), time.monotonic()
+            measured = []
+
+            def measure(stage: int, start_at: float) -> None:
+                measured.append(
+                    {"rss_kib": rss_kib(pid), "fds": open_fds(pid), "open_s": round(time.monotonic() - started, 1)}
+                )
+
+            batches, offset = [], 0
+            for size in stages:
+                batches.append(urls[offset : offset + size])
+                offset += size
+            result = merge(run_processes("idle", specs(batches), server, stages=len(stages), on_ready=measure))
+            sockets = [sum(stages[: n + 1]) for n in range(len(stages))]
+            return {
+                "sockets": sockets,
+                "connects": result["connects"],
+                "errors": result["errors"],
+                "error_examples": result["error_examples"],
+                "closed_early": result["closed_early"],
+                "rss_base_kib": base,
+                "stages": measured,
+                "kib_per_socket": [round((m["rss_kib"] - base) / n, 1) for m, n in zip(measured, sockets, strict=True)],
+            }
+
+        chat, reference = self.both(run)
+        for name, result in (("chat", chat), ("reference", reference)):
+            if result.get("errors") or result.get("closed_early"):
+                self.failures.append(
+                    f"idle sockets, {name}: {result['errors']} failed to open ({result['error_examples']}), "
+                    f"{result['closed_early']} closed while idle"
+                )
+        self.record("idle_rss", chat, reference, per_room=per_room)
+
+    def history(self) -> None:
+        """GET /messages in a room of a million bulk-inserted messages: newest page, deep pages, concurrent."""
+        messages, samples, clients = (2000, 20, 2) if self.smoke else (1_000_000, 500, 4)
+        small = 1000
+
+        def run() -> dict:
+            room, small_room = self.fresh_room(), self.fresh_room()
+            started = time.monotonic()
+            seed_history(self.chat, room, messages, self.user_rows[0][0])
+            seed_s = round(time.monotonic() - started, 1)
+            seed_history(self.chat, small_room, small, self.user_rows[0][0])
+            rng = random.Random(0)
+
+            def newest(room: str = room, last: int = messages) -> tuple[str, int]:
+                return f"/messages/{room}", last
+
+            def before() -> tuple[str, int]:  # deep: somewhere in the middle half of the history
+                seq = rng.randint(messages // 4, 3 * messages // 4)
+                return f"/messages/{room}?before={seq}", seq - 1
+
+            def after() -> tuple[str, int]:
+                seq = rng.randint(0, messages - 100)
+                return f"/messages/{room}?after={seq}", seq + 1
+
+            token = self.tokens[0]
+            timed_gets(self.chat.port, token, [newest() for _ in range(20)])  # warm-up: connections, caches
+            requests = {
+                name: latency_summary(timed_gets(self.chat.port, token, [make() for _ in range(samples)]))
+                for name, make in (("newest", newest), ("before", before), ("after", after))
+            }
+            requests["newest_small_room"] = latency_summary(
+                timed_gets(self.chat.port, token, [newest(small_room, small) for _ in range(samples)])
+            )
+            mixed = [[(newest, before, after)[n % 3]() for n in range(samples)] for _ in range(clients)]
+            started = time.monotonic()
+            with ThreadPoolExecutor(clients) as pool:
+                durations = list(pool.map(lambda part: timed_gets(self.chat.port, token, part), mixed))
+            elapsed = time.monotonic() - started
+            requests["concurrent"] = latency_summary([x for part in durations for x in part])
+            requests["concurrent"]["requests_per_s"] = round(clients * samples / elapsed, 1)
+            return {"messages": messages, "seed_s": seed_s, "small_room_messages": small, "requests": requests}
+
+        result = self.chat_only(run)
+        self.results["history"] = {"chat": result, "messages": messages, "samples": samples, "clients": clients}
+        if "error" in result:
+            print(f"history: {result['error']}", flush=True)
+        else:
+            pages = ", ".join(f"{k} {v.get('p50_ms')}/{v.get('p99_ms')}" for k, v in result["requests"].items())
+            print(f"history: {messages:,} messages seeded in {result['seed_s']} s; p50/p99 ms: {pages}", flush=True)
+
+
+def latency_summary(durations: list[float]) -> dict:
+    """Sample count, p50 and p99 in ms."""
+    summary = {"samples": len(durations)}
+    if durations:
+        summary["p50_ms"] = round(percentile(durations, 50) * 1000, 2)
+        summary["p99_ms"] = round(percentile(durations, 99) * 1000, 2)
+    return summary
+
+
+def seed_history(server: Server, room: str, messages: int, user_id: int) -> None:
+    """Bulk-insert messages 1..n into the room (SHELL_SEED_HISTORY), its last_seq set to n."""
+    env = {**server.env, "BENCH_SEED": json.dumps({"room": room, "messages": messages, "user": user_id})}
+    done = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", SHELL_SEED_HISTORY],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise SystemExit(f"history seeding failed:\n{done.stdout}\n{done.stderr}")
+    count = json.loads(done.stdout.strip().splitlines()[-1])["count"]
+    if count != messages:
+        raise SystemExit(f"history seeding: {count} messages in {room}, not {messages}")
+
+
+def timed_gets(port: int, token: str, requests: list[tuple[str, int]]) -> list[float]:
+    """GET each path on one keep-alive connection; each answer's first message must have the expected seq."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    durations = []
+    try:
+        for path, first_seq in requests:
+            started = time.perf_counter()
+            connection.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+            response = connection.getresponse()
+            body = response.read()
+            durations.append(time.perf_counter() - started)
+            if response.status != 200:
+                raise SystemExit(f"GET {path}: {response.status} {body[:200]!r}")
+            page = json.loads(body)
+            if len(page) != 50 or page[0]["seq"] != first_seq:
+                first = page[0]["seq"] if page else None
+                raise SystemExit(f"GET {path}: {len(page)} messages from seq {first}, not {first_seq}")
+    finally:
+        connection.close()
+    return durations
+
 
 def log_summary(path: Path) -> dict:
     """ERROR lines the chat server logged during the run (each is a server-side failure to look at)."""
     errors: dict[str, int] = {}
     with contextlib.suppress(OSError):
         for line in path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
+            event = None
+            if line.startswith(("ERROR:", "CRITICAL:")):  # uvicorn's own loggers write plain text
+                event = line.split(":", 1)[1].strip()
+            with contextlib.suppress(ValueError, AttributeError):
                 record = json.loads(line)
                 if record.get("level") in ("ERROR", "CRITICAL"):
-                    event = normalize_event(record.get("event", "?"))
-                    errors[event] = errors.get(event, 0) + 1
+                    event = record.get("event", "?")
+            if event is not None:
+                errors[normalize_event(event)] = errors.get(normalize_event(event), 0) + 1
     return {"error_lines": sum(errors.values()), "by_event": errors}
 
 
-def normalize_event(event: str) -> str:
-    """One key per kind of error: the first line, numbers (task names, ids) replaced by N."""
-    return re.sub(r"\d+", "N", event.splitlines()[0] if event else "?")[:160]
-
-
-def group_events(by_event: dict[str, int]) -> dict[str, int]:
-    grouped: dict[str, int] = {}
-    for event, count in by_event.items():
-        grouped[normalize_event(event)] = grouped.get(normalize_event(event), 0) + count
-    return dict(sorted(grouped.items(), key=lambda item: -item[1]))
-
-
 def summary(result: dict) -> str:
-    keys = ("deliveries_per_s", "connects_per_s", "persisted_per_s", "p50_ms", "p99_ms", "lost", "duplicates", "errors")
+    keys = ("deliveries_per_s", "connects_per_s", "persisted_per_s", "kib_per_socket", "p50_ms", "p99_ms")
+    keys += ("lost", "duplicates", "errors", "closed_early")
     return ", ".join(f"{k}={result[k]}" for k in keys if k in result)
 
 
-# --- report ----------------------------------------------------------------------------------------------
+def run_scenarios(bench: Bench, only: set[str], with_1000: bool) -> None:
+    smoke = bench.smoke
+    half = 10.0  # messages/s for the latency rooms when the acceptance scenario does not run
+    if "fanout" in only:
+        bench.fanout_closed_loop()
+        acceptance = bench.results["fanout_closed_loop_100"]["chat"]
+        half = acceptance.get("messages_per_s", 20.0) / 2  # half the acceptance load, in messages/s
+    if "connects" in only:
+        bench.connects()
+    if "latency" in only:
+        if smoke:
+            bench.fanout_latency(10, rate=20, duration=0.5)
+        else:
+            bench.fanout_latency(10, rate=half, duration=10)
+            bench.fanout_latency(100, rate=half, duration=10)
+            if with_1000:
+                bench.fanout_latency(1000, rate=max(1.0, half * 100 / 1000), duration=10)
+    if "persisted" in only:
+        bench.persisted()
+    if "logins" in only:
+        bench.logins()
+    if "login_load" in only:
+        bench.login_load()
+    if "idle_rss" in only:  # before history: the million-message room's pages would sit in the server's memory
+        bench.idle_rss()
+    if "history" in only:
+        bench.history()
 
 
-def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
-    memory = ""
-    with contextlib.suppress(OSError):
-        total_kb = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f"{total_kb / 1024 / 1024:.1f} GiB"
-    return {
-        "cpu": model,
-        "nproc": os.cpu_count(),
-        "memory": memory,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
+def run_config(config: str, services: dict | None, arguments, only: set[str]) -> dict:
+    """Every chosen scenario against one configuration of the chat server (and a relay of its own)."""
+    run = {
+        "config": config,
+        "label": CONFIGS[config],
+        "server": arguments.server,
+        "server_version": importlib.metadata.version(arguments.server),
+        "versions": (services or {}).get("versions", {}),
+        "results": {},
+        "failures": [],
     }
-
-
-def rows(results: dict) -> list[dict]:
-    """One table row per figure: value, reference value, ratio, target, met."""
-    table = []
-
-    def add(scenario, figure, chat, reference, unit, target_text, met, higher_is_better=True):
-        ratio = None
-        if chat is not None and reference:
-            ratio = chat / reference if higher_is_better else reference / chat if chat else None
-        table.append(
-            {
-                "scenario": scenario,
-                "figure": figure,
-                "chat": chat,
-                "reference": reference,
-                "unit": unit,
-                "ratio": ratio,
-                "target": target_text,
-                "met": met,
-            }
-        )
-
-    def failed(r) -> bool:
-        return "error" in r["chat"] or "error" in r["reference"]
-
-    def add_failed(scenario, r):
-        which = " and ".join(side for side in ("chat", "reference") if "error" in r[side])
-        add(
-            scenario,
-            f"FAILED ({which}): {(r['chat'].get('error') or r['reference'].get('error'))[:120]}",
-            None,
-            None,
-            "",
-            "runs",
-            False,
-        )
-
-    r = results.get("fanout_closed_loop_100")
-    if r:
-        scenario = f"fan-out, {r['clients']} clients x {r['messages']} msgs, closed loop (acceptance)"
-        if failed(r):
-            add_failed(scenario, r)
-        else:
-            c, ref = r["chat"]["deliveries_per_s"], r["reference"]["deliveries_per_s"]
-            add(scenario, "deliveries/s", c, ref, "/s", ">= 25% of reference", c / ref >= 0.25 if ref else None)
-            add(
-                scenario,
-                "send->receive p99",
-                r["chat"].get("p99_ms"),
-                r["reference"].get("p99_ms"),
-                "ms",
-                "",
-                None,
-                higher_is_better=False,
-            )
-    r = results.get("connect_storm")
-    if r:
-        scenario = f"connect + disconnect storm, {r['count']} clients, {r['concurrency']} at a time"
-        if failed(r):
-            add_failed(scenario, r)
-        else:
-            add(
-                scenario,
-                "connects/s",
-                r["chat"]["connects_per_s"],
-                r["reference"]["connects_per_s"],
-                "/s",
-                "zero errors",
-                r["chat"]["errors"] == 0,
-            )
-    for members, bound in ((10, None), (100, 50), (1000, 300)):
-        r = results.get(f"fanout_latency_{members}")
-        if not r:
-            continue
-        scenario = f"fan-out latency, {members} members, {r['rate']:.1f} msgs/s open loop"
-        if failed(r):
-            add_failed(scenario, r)
-            continue
-        chat_rate, reference_rate = r["chat"]["deliveries_per_s"], r["reference"]["deliveries_per_s"]
-        add(scenario, "deliveries/s (offered load)", chat_rate, reference_rate, "/s", "", None)
-        for q in ("p50_ms", "p99_ms"):
-            target = f"<= {bound} ms" if bound and q == "p99_ms" else ""
-            met = (r["chat"][q] <= bound) if target and r["chat"].get(q) is not None else None
-            add(
-                scenario,
-                f"send->receive {q[:3]}",
-                r["chat"].get(q),
-                r["reference"].get(q),
-                "ms",
-                target,
-                met,
-                higher_is_better=False,
-            )
-    r = results.get("persisted")
-    if r:
-        scenario = f"persisted, {r['senders']} senders in {r['rooms']} rooms, closed loop"
-        if failed(r):
-            add_failed(scenario, r)
-        else:
-            c = r["chat"]
-            add(
-                scenario,
-                "messages/s",
-                c["persisted_per_s"],
-                r["reference"]["persisted_per_s"],
-                "/s",
-                ">= 5,000/s",
-                c["persisted_per_s"] >= 5000,
-            )
-            add(
-                "persisted: history count == sent",
-                "count",
-                c.get("history_count"),
-                None,
-                "",
-                f"== {c['sent']}",
-                c.get("history_equals_sent"),
-            )
-    r = results.get("login")
-    if r:
-        add("POST /token, sequential", "p50", r["chat"]["p50_ms"], None, "ms", "", None)
-    losses = sum(
-        (v.get(side, {}).get("lost") or 0) + (v.get(side, {}).get("duplicates") or 0)
-        for v in results.values()
-        if isinstance(v, dict)
-        for side in ("chat", "reference")
-        if isinstance(v.get(side), dict)
-    )
-    add("every scenario", "lost + duplicated deliveries", losses, None, "", "0", losses == 0)
-    log = results.get("server_log")
-    if log:
-        add("chat server log, whole run", "ERROR lines", log["error_lines"], None, "", "", None)
-    return table
-
-
-def fmt(value, unit="") -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return str(value)
-    if unit == "ms":
-        return f"{value:,.1f} ms"
-    if isinstance(value, float):
-        return f"{value:,.0f}"
-    return f"{value:,}"
-
-
-def write_chart(table: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    bars = [row for row in table if row["unit"] == "/s" and row["chat"] and row["reference"]]
-    bars = [row for row in bars if "open loop" not in row["scenario"]]  # open loop: the offered load, not a limit
-    fig, ax = plt.subplots(figsize=(9, 4))
-    labels = [row["scenario"].split(",")[0] + "\n" + row["figure"] for row in bars]
-    ax.bar(labels, [row["ratio"] * 100 for row in bars])
-    ax.axhline(25, color="red", linestyle="--", label="acceptance target (25%)")
-    ax.set_ylabel("chat server, % of the bare relay")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
-def write_doc(report: dict, table: list[dict], chart: bool, path: Path) -> None:
-    m = report["machine"]
-    lines = [
-        "# Performance",
-        "",
-        "Generated by `bench/run.py` (`make bench`) down to the hand-written notes at the end.",
-        f"Run {report['started']} ({'smoke: figures meaningless' if report['smoke'] else 'full run'}),"
-        f" raw results in `bench/results/{report['file']}`.",
-        "",
-        f"Machine: {m['cpu']}, {m['nproc']} CPUs (nproc), {m['memory']} RAM, Linux {m['kernel']}, "
-        f"Python {m['python']}. Chat server: one `python -m chatproject.serve` (daphne) process, SQLite (WAL), "
-        "in-process channel layer, rate limits off, LOG_LEVEL=WARNING. Reference: `bench/reference.py`, a bare "
-        "`websockets` relay (no auth, no DB). Clients: `websockets`, permessage-deflate off, in child processes on "
-        "the same machine (they share its cores with the server). Ratios compare the two servers within this run.",
-        "",
-        "| Scenario | Figure | Chat server | Reference | Ratio | Target | Met? |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in table:
-        ratio = f"{row['ratio'] * 100:.1f}%" if row["ratio"] is not None else "—"
-        met = {True: "yes", False: "**no**", None: "—"}[row["met"]]
-        lines.append(
-            f"| {row['scenario']} | {row['figure']} | {fmt(row['chat'], row['unit'])} | "
-            f"{fmt(row['reference'], row['unit'])} | {ratio} | {row['target'] or '—'} | {met} |"
-        )
-    lines += ["", "For latency rows the ratio is reference ÷ chat (higher is better, as for throughput).", ""]
-    if chart:
-        lines += ["![Chat server throughput as a share of the bare relay](performance.png)", ""]
-    else:
-        lines += ["(No chart: matplotlib is not installed in this environment.)", ""]
-    lines += ["## Targets", ""]
-    for row in table:
-        if row["met"] is None:
-            continue
-        verdict = "met" if row["met"] else "NOT met"
-        detail = ""
-        if row["met"] is False and row["ratio"] is not None and "25%" in row["target"]:
-            detail = f": {row['ratio'] * 100:.1f}% of the reference, {25 / (row['ratio'] * 100):.1f}x short"
-        elif row["met"] is False and row["unit"] == "ms" and row["chat"]:
-            bound = float(row["target"].split()[1])
-            detail = f": {row['chat']:.1f} ms, {row['chat'] / bound:.1f}x the bound"
-        elif row["met"] is False and "5,000" in row["target"] and row["chat"]:
-            detail = f": {row['chat']:,.0f}/s, {5000 / row['chat']:.1f}x short"
-        lines.append(f"- {row['scenario']} — {row['figure']} {row['target']}: **{verdict}**{detail}.")
-    log = report["results"].get("server_log") or {}
-    if log.get("error_lines"):
-        lines += ["", "ERROR lines the chat server logged during the run:", ""]
-        lines += [f"- {count:,} x `{event}`" for event, count in group_events(log["by_event"]).items()]
-    lines += ["", "## Not measured yet", ""]
-    lines += [f"- {item}" for item in report["not_implemented"]]
-    lines += [
-        "",
-        "## Method notes",
-        "",
-        "- Users and their access tokens are made in bulk with `manage.py shell -c` (one shared password hash): "
-        "a `/token` login costs a full PBKDF2 hash, and a room of 1,000 would take minutes to log in. The "
-        "WebSocket connect still verifies the JWT, loads the user and joins presence (connects/s includes auth).",
-        "- Closed loop: each client sends its next message when its own previous one comes back. Open loop: "
-        "messages at a fixed rate, round-robin over the room's members, each carrying its send time; every "
-        "receiver records send→receive for every message.",
-        "- Loss and duplicates: every receiver must see seq 1..N of its fresh room exactly once (relay: every "
-        "client_id once); any miss or repeat fails the run.",
-        "- Persisted: after the run every room's history is read back with `GET /messages?after=` and must be "
-        "seq 1..N with N equal to what was sent to it.",
-        "",
-    ]
-    kept = ""
-    with contextlib.suppress(OSError):
-        existing = path.read_text()
-        if NOTES_MARKER in existing:
-            kept = existing[existing.index(NOTES_MARKER) :]
-    path.write_text("\n".join(lines) + "\n" + (kept or NOTES_MARKER + "\n"))
+    print(f"== {run['label']} ({arguments.server})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
+        try:
+            bench = Bench(arguments.smoke, Path(tmp), (services or {}).get("env"), arguments.server)
+        except SystemExit as exc:  # the other configuration's figures still count
+            run["failures"].append(f"chat server did not start: {str(exc)[:2000]}")
+            return run
+        try:
+            bench.prepare(users=1000 if not arguments.smoke else 20, rooms=40)
+            run_scenarios(bench, only, arguments.with_1000)
+        finally:
+            bench.stop()
+            bench.results["server_log"] = log_summary(bench.chat.log_path)
+    run["results"], run["failures"] = bench.results, bench.failures
+    return run
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Chat server benchmark against a bare websockets relay.")
     parser.add_argument("--smoke", action="store_true", help="every scenario tiny, a few seconds, no timing asserted")
+    parser.add_argument(
+        "--only",
+        metavar="SCENARIO[,SCENARIO]",
+        help=f"run these scenarios only ({', '.join(SCENARIOS)}); docs/performance.md is left as it was",
+    )
+    parser.add_argument(
+        "--config",
+        choices=("all", *CONFIGS),
+        default="all",
+        help="all (default): embedded, then scale-out when PostgreSQL and Redis answer; or just one of them",
+    )
+    parser.add_argument(
+        "--server",
+        choices=("uvicorn", "daphne"),
+        default="uvicorn",
+        help="uvicorn (chatproject.serve_uvicorn, the default, as `make run`) or daphne (chatproject.serve)",
+    )
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis of the scale-out configuration")
     parser.add_argument(
         "--with-1000",
         action="store_true",
@@ -926,58 +1102,63 @@ def main() -> int:
     arguments = parser.parse_args()
     if arguments.report:
         report = json.loads(Path(arguments.report).read_text())
-        table = rows(report["results"])
-        write_doc(report, table, write_chart(table, CHART_PATH), DOC_PATH)
+        rows = table(report)
+        write_doc(report, rows, write_chart(rows, CHART_PATH), DOC_PATH)
         print(f"regenerated {DOC_PATH.relative_to(REPO_ROOT)} from {arguments.report}")
         return 0
+    only = set(arguments.only.split(",")) if arguments.only else set(SCENARIOS)
+    if only - set(SCENARIOS):
+        parser.error(f"unknown scenario {', '.join(sorted(only - set(SCENARIOS)))}; known: {', '.join(SCENARIOS)}")
+    if arguments.server == "uvicorn" and importlib.util.find_spec("uvicorn") is None:
+        parser.error("--server uvicorn: uvicorn is not installed (pip install 'uvicorn[standard]')")
     smoke = arguments.smoke
     global SMOKE
     SMOKE = smoke
     raise_fd_limit()
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
-        bench = Bench(smoke, Path(tmp))
-        try:
-            bench.prepare(users=1000 if not smoke else 20, rooms=40)
-            bench.fanout_closed_loop()
-            acceptance = bench.results["fanout_closed_loop_100"]["chat"]
-            half = acceptance.get("messages_per_s", 20.0) / 2  # half the acceptance load, in messages/s
-            bench.connects()
-            if smoke:
-                bench.fanout_latency(10, rate=20, duration=0.5)
-            else:
-                bench.fanout_latency(10, rate=half, duration=10)
-                bench.fanout_latency(100, rate=half, duration=10)
-                if arguments.with_1000:
-                    bench.fanout_latency(1000, rate=max(1.0, half * 100 / 1000), duration=10)
-            bench.persisted()
-            bench.logins()
-        finally:
-            bench.stop()
-            bench.results["server_log"] = log_summary(bench.chat.log_path)
+    not_implemented = []
+    if not (arguments.with_1000 or smoke) and "latency" in only:
+        not_implemented.append("Fan-out latency at 1,000 members (only with --with-1000).")
+    configs = ["embedded", "scale-out"] if arguments.config == "all" else [arguments.config]
+    absent = missing(arguments.redis_url) if "scale-out" in configs else []
+    if absent and arguments.config == "scale-out":
+        parser.error(f"the scale-out configuration needs {' and '.join(absent)}")
+    if absent:
+        configs.remove("scale-out")
+        not_implemented.append(f"The scale-out configuration (PostgreSQL + Redis): not reachable: {'; '.join(absent)}.")
+        print(f"scale-out configuration skipped: {'; '.join(absent)} not reachable", flush=True)
+    runs = []
+    for config in configs:
+        if config == "embedded":
+            runs.append(run_config(config, None, arguments, only))
+            continue
+        with scale_out_services(arguments.redis_url, f"chat_bench_{os.getpid()}") as services:
+            runs.append(run_config(config, services, arguments, only))
+    partial = only != set(SCENARIOS)
+    suffix = "-smoke" if smoke else f"-{'-'.join(s for s in SCENARIOS if s in only)}" if partial else ""
     report = {
         "started": started.isoformat(timespec="seconds"),
         "smoke": smoke,
-        "file": f"{stamp}{'-smoke' if smoke else ''}.json",
+        "only": sorted(only) if partial else None,
+        "file": f"{stamp}{suffix}.json",
         "machine": machine(),
-        "results": bench.results,
-        "failures": bench.failures,
-        "not_implemented": NOT_IMPLEMENTED
-        + ([] if arguments.with_1000 or smoke else ["Fan-out latency at 1,000 members (only with --with-1000)."]),
+        "runs": runs,
+        "failures": [f"{run['label']}: {failure}" for run in runs for failure in run["failures"]],
+        "not_implemented": not_implemented,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / report["file"]).write_text(json.dumps(report, indent=2) + "\n")
-    table = rows(bench.results)
-    if smoke:  # the report code runs too, so that it cannot rot, but the real run's document stays
+    rows = table(report)
+    if smoke or partial:  # the report code runs too, so that it cannot rot, but the full run's document stays
         with tempfile.TemporaryDirectory(prefix="chat-bench-doc-") as tmp:
-            write_doc(report, table, write_chart(table, Path(tmp) / "performance.png"), Path(tmp) / "performance.md")
-        print(f"results: bench/results/{report['file']} (smoke: docs/performance.md left as it was)")
+            write_doc(report, rows, write_chart(rows, Path(tmp) / "performance.png"), Path(tmp) / "performance.md")
+        print(f"results: bench/results/{report['file']} (docs/performance.md left as it was)")
     else:
-        write_doc(report, table, write_chart(table, CHART_PATH), DOC_PATH)
+        write_doc(report, rows, write_chart(rows, CHART_PATH), DOC_PATH)
         print(f"results: bench/results/{report['file']}; {DOC_PATH.relative_to(REPO_ROOT)}")
-    if bench.failures:
-        print("FAILED:\n  " + "\n  ".join(bench.failures), file=sys.stderr)
+    if report["failures"]:
+        print("FAILED:\n  " + "\n  ".join(report["failures"]), file=sys.stderr)
         return 1
     return 0
 

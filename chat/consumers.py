@@ -249,7 +249,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     texts = (item,)
                 for text in texts:
                     await self.send(text_data=text)
-        except OSError:  # the client is gone (uvicorn: ClientDisconnected); disconnect() follows
+        except Exception:  # the client is gone (uvicorn: ClientDisconnected, daphne: Disconnected)
+            logger.debug("send to a closed socket dropped", exc_info=True)
             self.closed = True
             self.backlog.clear()
         finally:

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 
 from chat import services
 from chat.models import AuditEntry, Message, Mute, Room
+from chat.paginators import EstimatedCountPaginator
 
 
 class RoomAdminForm(forms.ModelForm):
@@ -66,7 +67,11 @@ class MessageAdmin(admin.ModelAdmin):
     ordering = ("-created",)
     raw_id_fields = ("user",)
     readonly_fields = ("room", "user", "seq", "client_id", "created")
+    # No COUNT(*) of a million rows per page load: no unfiltered total, an estimated count on
+    # PostgreSQL, and no per-filter counts (facets).
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
 
     @admin.display(description="content")
     def short_content(self, obj: Message) -> str:
@@ -115,6 +120,13 @@ class MuteAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         obj.pk = services.mute_create(user=obj.user, room=obj.room, until=obj.until, actor=request.user).pk
+
+    def delete_model(self, request, obj):
+        services.mute_delete(mutes=[obj], actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        # The built-in "delete selected" action lands here too, so bulk unmutes are audited.
+        services.mute_delete(mutes=queryset, actor=request.user)
 
 
 @admin.register(AuditEntry)

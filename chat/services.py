@@ -255,6 +255,20 @@ def mute_create(*, user: User, room: Room, until: datetime, actor: User | None =
 
 
 @transaction.atomic
+def mute_delete(*, mutes: Iterable[Mute], actor: User | None = None) -> int:
+    """Lift mutes early, each recorded in the audit log as an unmute."""
+    # Locked so that two moderators deleting the same mute record one unmute.
+    rows = list(Mute.objects.select_for_update().filter(pk__in=[m.pk for m in mutes]).select_related("user", "room"))
+    audit_record_many(
+        actor=actor,
+        action="unmute",
+        targets_details=((m.user, {"room": m.room.name, "until": m.until.isoformat()}) for m in rows),
+    )
+    deleted, _ = Mute.objects.filter(pk__in=[m.pk for m in rows]).delete()
+    return deleted
+
+
+@transaction.atomic
 def room_archive(*, room: Room, actor: User | None = None) -> Room:
     """Make the room read-only: its history stays readable, sends are refused."""
     if room.archived_at is None:

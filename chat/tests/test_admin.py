@@ -235,6 +235,26 @@ async def test_a_mute_is_per_room_and_ends_at_its_time(sockets, alice, bob, gene
     assert (await rest(bob, "post", "/messages/python", {"content": "not me"})).status_code == 201
 
 
+def test_deleting_mutes_one_or_in_bulk_lifts_them_and_records_each_unmute(admin_client, alice, bob, carol, general):
+    until = timezone.now() + timedelta(minutes=30)
+    mutes = [Mute.objects.create(user=user, room=general, until=until) for user in (alice, bob, carol)]
+
+    single = admin_client.post(f"/admin/chat/mute/{mutes[0].pk}/delete/", {"post": "yes"})
+    bulk = admin_client.post(
+        "/admin/chat/mute/",
+        {"action": "delete_selected", "_selected_action": [m.pk for m in mutes[1:]], "post": "yes"},
+    )
+
+    assert (single.status_code, bulk.status_code) == (302, 302)
+    assert not Mute.objects.exists()
+    assert sorted(audit()) == [
+        ("mod", "unmute", "user", "alice"),
+        ("mod", "unmute", "user", "bob"),
+        ("mod", "unmute", "user", "carol"),
+    ]
+    assert [e.detail for e in AuditEntry.objects.all()] == [{"room": "general", "until": until.isoformat()}] * 3
+
+
 # --- rooms ----------------------------------------------------------------------------------
 
 

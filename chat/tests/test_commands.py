@@ -137,6 +137,22 @@ def test_export_progress_bar_only_on_a_terminal(three):
     assert pipe.getvalue() == ""
 
 
+def test_export_counts_the_room_only_for_a_progress_bar(three):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    def counts(stderr) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            call_command("export_messages", "general", stdout=io.StringIO(), stderr=stderr)
+        return sum("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
+
+    assert (counts(Tty()), counts(io.StringIO())) == (1, 0)
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [

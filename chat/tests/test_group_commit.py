@@ -127,7 +127,7 @@ def test_an_archived_room_refuses_every_request_of_the_batch(general):
 # --- the writer: concurrent sends share a batch -----------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_sends_that_arrive_during_a_write_are_stored_together_in_the_next_one(monkeypatch):
     room = await sync_to_async(RoomFactory)(name="busy")
     users = [await sync_to_async(UserFactory)(username=f"u{n}") for n in range(21)]
@@ -159,7 +159,7 @@ async def test_sends_that_arrive_during_a_write_are_stored_together_in_the_next_
     ]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_each_send_of_a_batch_gets_its_own_refusal():
     room = await sync_to_async(RoomFactory)(name="mixed")
     alice = await sync_to_async(UserFactory)(username="alice")
@@ -177,7 +177,7 @@ async def test_each_send_of_a_batch_gets_its_own_refusal():
     assert outcomes[2].message.seq == 2
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_a_database_failure_refuses_the_batch_and_the_writer_recovers(monkeypatch):
     room = await sync_to_async(RoomFactory)(name="flaky")
     alice = await sync_to_async(UserFactory)(username="alice")

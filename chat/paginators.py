@@ -20,7 +20,7 @@ class EstimatedCountPaginator(Paginator):
     but can be far off: with no statistics for a search, the planner may expect a few hundred rows
     where a million match, and the admin offers "Show all" for a count up to list_max_show_all and
     renders the whole result for one up to list_per_page. So an estimate of at most EXACT_UP_TO rows
-    is checked by a count that stops after one more.
+    is checked by reading the ids of at most one row more (an index-only read; no COUNT at all).
     """
 
     EXACT_UP_TO = 1000
@@ -34,7 +34,7 @@ class EstimatedCountPaginator(Paginator):
         estimate = planner_rows(queryset)
         if estimate > self.EXACT_UP_TO:
             return estimate, True
-        bounded = queryset.order_by()[: self.EXACT_UP_TO + 1].count()
+        bounded = len(queryset.order_by().values_list("pk", flat=True)[: self.EXACT_UP_TO + 1])
         return bounded, bounded > self.EXACT_UP_TO
 
     @property

@@ -1,4 +1,4 @@
-"""uvicorn, the production server: on the benchmark it delivers about twice what daphne does (docs/performance.md).
+"""uvicorn, the production server: on the benchmark it delivers three times what daphne does (docs/performance.md).
 
     python -m chatproject.serve_uvicorn -b 127.0.0.1 -p 8000 [chatproject.asgi:application]
 

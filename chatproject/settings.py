@@ -275,8 +275,8 @@ if PRODUCTION:
 
 # --- Logging --------------------------------------------------------------------------------
 # One JSON object per line on stderr (LOG_FORMAT=plain for people at a terminal), every string
-# redacted of tokens (chatproject/logs.py). Serve with `python -m chatproject.serve` so that daphne's
-# access log goes through here too.
+# redacted of tokens (chatproject/logs.py). The launchers (chatproject/serve_uvicorn.py, and
+# chatproject/serve.py for daphne's access log) send the server's own lines through here too.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOG_FORMAT = env.str("LOG_FORMAT", default="json").lower()
 LOGGING_CONFIG = "chatproject.logs.configure_logging"

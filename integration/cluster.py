@@ -1,4 +1,4 @@
-"""Several real server processes (daphne) on one Redis and one PostgreSQL behaving as one server.
+"""Several real server processes (uvicorn) on one Redis and one PostgreSQL behaving as one server.
 
 Nodes are started with the real-server harness of tests/conftest.py (`launch_server`), given the
 same secret key (a token issued by one node is accepted by every other), the same database and
@@ -105,7 +105,7 @@ def node_env(*, database_url: str, redis_url: str, prefix: str, secret_key: str,
 def running_cluster(
     workdir: Path, *, nodes: int = 2, database_url: str, redis_url: str, **extra_env: str
 ) -> Iterator[Cluster]:
-    """Start `nodes` daphne processes on one database and one Redis; stop them afterwards.
+    """Start `nodes` server processes on one database and one Redis; stop them afterwards.
 
     The first node migrates the (fresh) database; the others start in parallel once it is up.
     """

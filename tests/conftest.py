@@ -70,7 +70,7 @@ class ChatUser:
 
 @dataclass
 class ServerProcess:
-    """A running daphne serving chatproject.asgi:application, and an HTTP client for it."""
+    """A running server process serving chatproject.asgi:application, and an HTTP client for it."""
 
     port: int
     workdir: Path
@@ -222,7 +222,7 @@ def server_env(workdir: Path, extra_env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _wait_healthy(server: ServerProcess) -> bool:
-    """True once GET /healthz answers 200; False when daphne exited first (e.g. port taken)."""
+    """True once GET /healthz answers 200; False when the server exited first (e.g. port taken)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:

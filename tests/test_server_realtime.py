@@ -1,4 +1,4 @@
-"""Real-time rooms over the real stack: daphne, origin check, JWT middleware, consumer, channel layer.
+"""Real-time rooms over the real stack: the server (uvicorn), origin check, JWT middleware, consumer, channel layer.
 
 Each test reads every event a socket receives, in order, so a repeated or reordered event fails it.
 "Exactly once" is shown with a sentinel: a later message must be the very next event.

@@ -29,7 +29,7 @@ FORWARDED_HTTPS = {"X-Forwarded-Proto": "https"}
 # The content hash collectstatic puts in a name: app.js → app.ebde79f1a2ca.js
 CONTENT_HASH = re.compile(r"\.[0-9a-f]{12}(?=\.[^./]+$)")
 STATIC_REFERENCE = re.compile(r'(?:src|href)="(/static/[^"]+)"')
-STARTUP_TIMEOUT_SECONDS = 120.0  # check --deploy, migrate and collectstatic run before daphne listens
+STARTUP_TIMEOUT_SECONDS = 120.0  # check --deploy, migrate and collectstatic run before the server listens
 STOP_TIMEOUT_SECONDS = 10.0
 PORT_ATTEMPTS = 3
 
@@ -165,7 +165,7 @@ def test_make_run_prod_without_secret_key_fails_fast(tmp_path, key):
 
 
 def _stop_group(process: subprocess.Popen) -> None:
-    """Stop make and the daphne it runs: they share the session the test gave make."""
+    """Stop make and the server it runs: they share the session the test gave make."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -175,7 +175,7 @@ def _stop_group(process: subprocess.Popen) -> None:
             process.kill()
             process.wait()
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # daphne, should it outlive make
+        os.killpg(process.pid, signal.SIGKILL)  # the server, should it outlive make
 
 
 def _wait_healthy(server: ServerProcess) -> bool:
@@ -203,7 +203,7 @@ def run_prod(workdir: Path) -> Iterator[ServerProcess]:
             "DJANGO_STATIC_ROOT": str(workdir / "static"),
             # The target sets the production switch itself, whatever the caller's environment says.
             "DJANGO_ENV": "development",
-            "PYTHONUNBUFFERED": "1",  # daphne's access log reaches the file as each request ends
+            "PYTHONUNBUFFERED": "1",  # log lines reach the file as each request ends
         },
     )
     for attempt in range(PORT_ATTEMPTS):

@@ -9,12 +9,28 @@ answered only after its batch committed.
 
 import asyncio
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
+from django.db import connection
 
 from chat import services
 
 MAX_BATCH = 500
+# One thread writes every batch of the process, one batch at a time, and keeps its database
+# connection between batches: opening one (and setting SQLite's pragmas) took as long as the write.
+_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-writer")
+
+
+def _write(requests: list[services.MessageRequest]) -> list:
+    """Run in the writer's thread: one batch on the connection it keeps, or a fresh one if that broke."""
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()  # e.g. PostgreSQL restarted since the last batch
+    try:
+        return services.message_create_many(requests)
+    except Exception:
+        connection.close()  # whatever failed, the next batch starts on a new connection
+        raise
 
 
 class MessageWriter:
@@ -35,7 +51,7 @@ class MessageWriter:
         while self._waiting:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             try:
-                outcomes = await database_sync_to_async(services.message_create_many)([r for r, _ in batch])
+                outcomes = await sync_to_async(_write, thread_sensitive=False, executor=_thread)([r for r, _ in batch])
             except Exception as exc:  # the database is down: every send of the batch is refused
                 outcomes = [exc] * len(batch)
             for (_, future), outcome in zip(batch, outcomes, strict=True):

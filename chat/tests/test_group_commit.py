@@ -216,3 +216,29 @@ def test_history_rows_are_shaped_exactly_like_the_message_object(general):
     assert [message_payload_from_row(row, general.name) for row in rows] == [
         message_payload(Message.objects.select_related("room", "user").get(pk=m.pk)) for m in reversed(messages)
     ]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_the_writer_keeps_its_connection_between_batches_and_replaces_a_broken_one(monkeypatch):
+    from django.db import connection as default_connection
+    from django.db import connections
+
+    room = await sync_to_async(RoomFactory)(name="kept")
+    alice = await sync_to_async(UserFactory)(username="alice")
+    real, seen = services.message_create_many, []
+
+    def recording(requests):
+        outcomes = real(requests)
+        seen.append((threading.get_ident(), default_connection.connection))  # open once it has written
+        return outcomes
+
+    monkeypatch.setattr(services, "message_create_many", recording)
+    the_writer = writer.MessageWriter()
+
+    await the_writer.create(room=room, user=alice, content="one")
+    await the_writer.create(room=room, user=alice, content="two")
+    assert seen[0][0] == seen[1][0] and seen[0][1] is seen[1][1]  # same thread, same open connection
+
+    monkeypatch.setattr(type(connections["default"]), "is_usable", lambda self: False)
+    await the_writer.create(room=room, user=alice, content="three")
+    assert seen[2][0] == seen[0][0] and seen[2][1] is not seen[0][1]  # same thread, a new connection

@@ -74,6 +74,8 @@ PYTHON = sys.executable
 PASSWORD = "correct-horse-battery-9"
 STARTUP_TIMEOUT = 30.0
 SMOKE = False  # set by --smoke
+DEFLATE = False  # set by --deflate
+SERVER_EXTRA_ENV: dict[str, str] = {}  # set by --server-env
 RECEIVE_TIMEOUT = 120.0  # a scenario's receivers give up this long after the last send
 
 SCENARIOS = ("fanout", "connects", "latency", "persisted", "logins", "login_load", "idle_rss", "history")
@@ -231,13 +233,15 @@ def chat_env(workdir: Path, scale_out_env: dict | None) -> dict:
         "CHAT_MAX_CONNECTIONS_PER_USER": "0",
         "LOG_LEVEL": "WARNING",
         **(scale_out_env or {}),
+        **SERVER_EXTRA_ENV,
     }
 
 
 def server_command(server: str, port: int) -> list[str]:
     """One server process either way: no workers, no reload, no access log (daphne's is below LOG_LEVEL)."""
     if server == "uvicorn":  # what `make run` and `make run-prod` serve with
-        return [PYTHON, "-m", "chatproject.serve_uvicorn", "-b", "127.0.0.1", "-p", str(port)]
+        deflate = ["--ws-per-message-deflate"] if DEFLATE else []
+        return [PYTHON, "-m", "chatproject.serve_uvicorn", "-b", "127.0.0.1", "-p", str(port), *deflate]
     return [PYTHON, "-m", "chatproject.serve", "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"]
 
 
@@ -299,7 +303,10 @@ def raise_fd_limit() -> None:
 async def open_socket(url: str, wait_first_event: bool):
     from websockets.asyncio.client import connect
 
-    websocket = await connect(url, compression=None, ping_interval=None, open_timeout=60, max_queue=None)
+    # --deflate: the clients ask for permessage-deflate (inherited through the environment by the client
+    # processes); the relay never accepts it.
+    compression = "deflate" if os.environ.get("BENCH_DEFLATE") else None
+    websocket = await connect(url, compression=compression, ping_interval=None, open_timeout=60, max_queue=None)
     if wait_first_event:
         first = json.loads(await asyncio.wait_for(websocket.recv(), 60))
         if first.get("type") != "presence":
@@ -1052,10 +1059,13 @@ def run_config(config: str, services: dict | None, arguments, only: set[str]) ->
         "server": arguments.server,
         "server_version": importlib.metadata.version(arguments.server),
         "versions": (services or {}).get("versions", {}),
+        "deflate": DEFLATE,
+        "server_env": dict(SERVER_EXTRA_ENV),
         "results": {},
         "failures": [],
     }
-    print(f"== {run['label']} ({arguments.server})", flush=True)
+    options = "".join([", deflate" if DEFLATE else "", *(f", {k}={v}" for k, v in SERVER_EXTRA_ENV.items())])
+    print(f"== {run['label']} ({arguments.server}{options})", flush=True)
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
         try:
             bench = Bench(arguments.smoke, Path(tmp), (services or {}).get("env"), arguments.server)
@@ -1098,6 +1108,18 @@ def main() -> int:
         action="store_true",
         help="leave out the 1,000-member latency room (about a minute per configuration)",
     )
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="negotiate permessage-deflate: the chat server (uvicorn) offers it and the clients ask for it",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="add to the chat server's environment (e.g. DATABASE_POOL_MAX=20); may be repeated",
+    )
     parser.add_argument("--report", metavar="JSON", help="only regenerate docs/performance.md from a results file")
     arguments = parser.parse_args()
     if arguments.report:
@@ -1112,8 +1134,16 @@ def main() -> int:
     if arguments.server == "uvicorn" and importlib.util.find_spec("uvicorn") is None:
         parser.error("--server uvicorn: uvicorn is not installed (pip install 'uvicorn[standard]')")
     smoke = arguments.smoke
-    global SMOKE
+    global SMOKE, DEFLATE
     SMOKE = smoke
+    DEFLATE = arguments.deflate
+    if DEFLATE:
+        os.environ["BENCH_DEFLATE"] = "1"
+    for pair in arguments.server_env:
+        name, equals, value = pair.partition("=")
+        if not equals:
+            parser.error(f"--server-env takes NAME=VALUE, not {pair!r}")
+        SERVER_EXTRA_ENV[name] = value
     raise_fd_limit()
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")

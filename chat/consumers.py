@@ -76,8 +76,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
     tasks: list
 
     async def dispatch(self, message):
-        # Channels closes stale database connections before every frame (a thread hop each);
-        # every database call here already does that in its own thread (database_sync_to_async).
+        # Channels closes stale database connections before every frame (a thread hop each); the
+        # database calls here look after their connections themselves (database_sync_to_async,
+        # and the writer's own thread).
         handler = getattr(self, message["type"].replace(".", "_"), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

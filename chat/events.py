@@ -27,30 +27,44 @@ def user_payload(user) -> dict:
     return {"id": user.pk, "username": user.username}
 
 
+def _message_object(*, id, seq, room_name, user_id, username, content, created, client_id) -> dict:
+    return {
+        "id": id,
+        "seq": seq,
+        "room": room_name,
+        "user": {"id": user_id, "username": username},
+        "content": content,
+        "timestamp": created.isoformat(),
+        "client_id": client_id,
+    }
+
+
 def message_payload(message: Message) -> dict:
     """Return the message object, identical over REST and WebSocket."""
-    return {
-        "id": message.pk,
-        "seq": message.seq,
-        "room": message.room.name,
-        "user": user_payload(message.user),
-        "content": message.content,
-        "timestamp": message.created.isoformat(),
-        "client_id": message.client_id,
-    }
+    return _message_object(
+        id=message.pk,
+        seq=message.seq,
+        room_name=message.room.name,
+        user_id=message.user.pk,
+        username=message.user.username,
+        content=message.content,
+        created=message.created,
+        client_id=message.client_id,
+    )
 
 
 def message_payload_from_row(row: dict, room_name: str) -> dict:
     """message_payload of a row of selectors.MESSAGE_ROW_FIELDS in the room named `room_name`."""
-    return {
-        "id": row["id"],
-        "seq": row["seq"],
-        "room": room_name,
-        "user": {"id": row["user_id"], "username": row["user__username"]},
-        "content": row["content"],
-        "timestamp": row["created"].isoformat(),
-        "client_id": row["client_id"],
-    }
+    return _message_object(
+        id=row["id"],
+        seq=row["seq"],
+        room_name=room_name,
+        user_id=row["user_id"],
+        username=row["user__username"],
+        content=row["content"],
+        created=row["created"],
+        client_id=row["client_id"],
+    )
 
 
 def message_event(message: Message) -> dict:
@@ -87,28 +101,20 @@ def _group_send(group: str, message: dict) -> bool:
     return async_to_sync(group_send)(group, message)
 
 
-def message_broadcast(message: Message) -> tuple[str, dict]:
-    """The room group and layer message of a committed message (socket handler: chat.message)."""
-    return room_group(message.room_id), {
-        "type": "chat.message",
-        "seq": message.seq,
-        "text": encode(message_event(message)),
-    }
-
-
 async def apublish_messages(messages: list[Message]) -> list[bool]:
-    """Broadcast committed messages, in order; one flag per message: did it reach the layer."""
-    return [await group_send(*message_broadcast(m)) for m in messages]
+    """Broadcast committed messages, in order (sockets: chat.message); one flag per message: did it
+    reach the layer."""
+    return [
+        await group_send(
+            room_group(m.room_id), {"type": "chat.message", "seq": m.seq, "text": encode(message_event(m))}
+        )
+        for m in messages
+    ]
 
 
 def publish_messages(messages: list[Message]) -> list[bool]:
     """Broadcast committed messages from synchronous code: one hop to the event loop for all."""
     return async_to_sync(apublish_messages)(messages)
-
-
-def publish_message(message: Message) -> bool:
-    """Broadcast a committed message to its room."""
-    return publish_messages([message])[0]
 
 
 def message_deleted_event(*, room_name: str, message_id: int, seq: int) -> dict:

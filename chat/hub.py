@@ -54,9 +54,6 @@ class Hub:
             except Exception:
                 logger.warning("channel layer unavailable while leaving %s", group, exc_info=True)
 
-    def members(self, group: str) -> int:
-        return len(self._groups.get(group, ()))
-
     async def _start(self) -> None:
         if self._reader is not None:
             return

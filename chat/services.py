@@ -207,12 +207,6 @@ def _store(requests: list[MessageRequest], valid: list[int], outcomes: list) -> 
     return created
 
 
-def mute_active_until(*, room: Room, user: User) -> datetime | None:
-    """The end of the user's longest running mute in the room, or None."""
-    mute = Mute.objects.filter(room=room, user=user, until__gt=timezone.now()).order_by("-until").first()
-    return mute.until if mute else None
-
-
 def _check_may_post(*, room: Room, until: datetime | None) -> None:
     if room.archived_at is not None:
         raise MessageForbidden("archived", "This room is archived; its history is read-only.")

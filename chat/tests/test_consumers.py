@@ -923,10 +923,10 @@ class HeldPublishes:
         for message in messages:
             if message.seq in self.hold:
                 self.held[message.seq] = message
-        return [True if m.seq in self.hold else events.publish_message(m) for m in messages]
+        return [True if m.seq in self.hold else events.publish_messages([m])[0] for m in messages]
 
     async def release(self, seq: int) -> None:
-        await sync_to_async(events.publish_message)(self.held.pop(seq))
+        await events.apublish_messages([self.held.pop(seq)])
 
 
 async def test_a_publish_still_in_flight_during_replay_is_not_delivered_again(

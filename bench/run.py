@@ -77,6 +77,7 @@ SMOKE = False  # set by --smoke
 DEFLATE = False  # set by --deflate
 SERVER_EXTRA_ENV: dict[str, str] = {}  # set by --server-env
 RECEIVE_TIMEOUT = 120.0  # a scenario's receivers give up this long after the last send
+QUIET_SECONDS = 0.3  # a room client is ready once no frame has arrived for this long
 
 SCENARIOS = ("fanout", "connects", "latency", "persisted", "logins", "login_load", "idle_rss", "history")
 CONFIGS = {
@@ -324,6 +325,7 @@ class Receiver:
         self.latencies: list[float] = []
         self.sent_at: list[float] = []  # beside latencies: when each message was sent
         self.last_receive = 0.0
+        self.last_frame = time.monotonic()  # any frame: joins of the members that connected later
         self.own_ack = asyncio.Event()
         self.complete = asyncio.Event()
         if expected == 0:
@@ -332,7 +334,7 @@ class Receiver:
     async def run(self) -> None:
         with contextlib.suppress(Exception):
             async for frame in self.websocket:
-                now = time.monotonic()
+                now = self.last_frame = time.monotonic()
                 event = json.loads(frame)
                 if event.get("type") != "message":
                     continue
@@ -369,6 +371,11 @@ async def room_client(spec: dict, control) -> dict:
     prefix = f"p{spec['process']}c"
     receivers = [Receiver(ws, chat, spec["expected"], f"{prefix}{i}-") for i, ws in enumerate(sockets)]
     tasks = [asyncio.create_task(r.run()) for r in receivers]
+    # Ready once the sockets are read up: each socket of a chat room has a join event queued for every
+    # member that connected after it (half a million in a room of 1,000), which would otherwise be
+    # parsed during the measurement, on the clock of its first messages.
+    while time.monotonic() - max((r.last_frame for r in receivers), default=0.0) < QUIET_SECONDS:
+        await asyncio.sleep(QUIET_SECONDS / 4)
     loop = asyncio.get_running_loop()
     control["ready"].put(spec["process"])
     start_at = await loop.run_in_executor(None, control["start"].get)

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from chat import selectors, services
 from chat.events import encode, group_send, member_event, message_event, room_group, user_group
+from chat.frames import direct_writer, event_frame
 from chat.hub import hub
 from chat.logs import log_ws
 from chat.middleware import AUTH_UNAVAILABLE
@@ -73,6 +74,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     room = None
     orderer: SeqOrderer | None = None
     closed = False
+    write_frame = None  # chat.frames.direct_writer: room events skip the ASGI send path
     tasks: list
 
     async def dispatch(self, message):
@@ -88,11 +90,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.tasks = []
         self.groups_followed = []
         self.socket_id = f"ws.{uuid.uuid4().hex}"
-        # What the hub delivered and the socket has not sent yet: (kind, seq or upto, text or found).
+        # What the hub delivered and the socket has not sent yet: (kind, seq or upto, item or found),
+        # where an item is (text, its frame or None).
         self.backlog = deque()
         self.emitting = False
         self.user = self.scope.get("user")
         await self.accept()
+        self.write_frame = direct_writer(self.base_send)
         if self.user is None:
             if self.scope.get("auth_refusal") == AUTH_UNAVAILABLE:
                 await self.close_with(CLOSE_TRY_AGAIN, "authentication unavailable")
@@ -206,56 +210,89 @@ class RoomConsumer(AsyncWebsocketConsumer):
         elif not result.published:
             # Stored, but the broadcast did not leave: the sender still gets its acknowledgement
             # (the others heal from the database at their next message or reconnect).
-            await self._queue("message", result.message.seq, encode(message_event(result.message)))
+            await self._queue("message", result.message.seq, (encode(message_event(result.message)), None))
 
     # --- events from the hub --------------------------------------------------------------
 
-    async def deliver(self, event: dict) -> None:
-        """An event of the room or user group, from this process's hub."""
+    def deliver(self, event: dict):
+        """An event of the room or user group, from this process's hub.
+
+        Runs without a coroutine while every frame can be written at once (the common case);
+        returns a coroutine for the hub to finish when something must be awaited.
+        """
         if self.closed:
-            return
+            return None
         kind = event["type"]
         if kind == "chat.message":  # a committed message: sent in seq order
-            await self._queue("message", event["seq"], event["text"])
+            self.backlog.append(("message", event["seq"], self._item(event)))
         elif kind == "chat.typing":  # to everyone but the typist
-            if event["user_id"] != self.user.pk:
-                await self._queue("raw", None, event["text"])
+            if event["user_id"] == self.user.pk:
+                return None
+            self.backlog.append(("raw", None, self._item(event)))
         elif kind == "user.deactivated":
-            await self.close_with(CLOSE_DEACTIVATED, "user deactivated")
+            return self.close_with(CLOSE_DEACTIVATED, "user deactivated")
         elif "text" in event:  # chat.member (join, leave), chat.deleted
-            await self._queue("raw", None, event["text"])
+            self.backlog.append(("raw", None, self._item(event)))
+        else:
+            return None
+        return self._flush()
+
+    def _item(self, event: dict) -> tuple[str, bytes | None]:
+        """The event's text, and its frame (one per process) when this socket can take frames."""
+        return event["text"], event_frame(event) if self.write_frame is not None else None
 
     async def _queue(self, kind: str, seq: int | None, item) -> None:
         self.backlog.append((kind, seq, item))
-        if not self.emitting:
-            await self._emit()
+        pending = self._flush()
+        if pending is not None:
+            await pending
 
-    async def _emit(self) -> None:
-        """The one way room events leave for the socket, so they leave in order.
+    def _ordered(self, kind: str, seq: int | None, item) -> list | tuple:
+        """What a backlog entry releases, in order: a message may wait for (or fill) a hole in seq."""
+        if kind == "message":
+            return self.orderer.offer(seq, item)
+        if kind == "fill":
+            return self.orderer.fill(seq, item)
+        return (item,)
+
+    def _flush(self):
+        """Write the backlog's frames directly; None when it is empty, else a coroutine for the rest.
 
         Until the orderer exists (the socket is still joining) events wait in the backlog. While
-        a send is under way, new events join the backlog instead of overtaking it.
+        a send is under way (`emitting`), new events join the backlog instead of overtaking it.
         """
+        if self.orderer is None or self.emitting:
+            return None
+        while self.backlog and not self.closed:
+            items = self._ordered(*self.backlog.popleft())
+            for n, (_text, frame) in enumerate(items):
+                if frame is None or not self.write_frame(frame):
+                    # Released by the orderer already: what is left goes on unordered ("raw").
+                    self.backlog.extendleft(("raw", None, rest) for rest in reversed(items[n:]))
+                    return self._emit()
+        self._watch_holes()
+        return None
+
+    async def _emit(self) -> None:
+        """The backlog through the ASGI send, in order; the one way room events leave that can wait."""
         if self.orderer is None or self.emitting:
             return
         self.emitting = True
         try:
             while self.backlog and not self.closed:
-                kind, seq, item = self.backlog.popleft()
-                if kind == "message":
-                    texts = self.orderer.offer(seq, item)
-                elif kind == "fill":
-                    texts = self.orderer.fill(seq, item)
-                else:
-                    texts = (item,)
-                for text in texts:
-                    await self.send(text_data=text)
+                for text, frame in self._ordered(*self.backlog.popleft()):
+                    if frame is None or not self.write_frame(frame):
+                        await self.send(text_data=text)
         except Exception:  # the client is gone (uvicorn: ClientDisconnected, daphne: Disconnected)
             logger.debug("send to a closed socket dropped", exc_info=True)
             self.closed = True
             self.backlog.clear()
         finally:
             self.emitting = False
+        self._watch_holes()
+
+    def _watch_holes(self) -> None:
+        """A message waiting behind a hole in seq: fetch the hole from the database after a while."""
         if self.orderer.hole() is not None and not any(t.get_name() == "gap" for t in self._live_tasks()):
             self.tasks.append(asyncio.create_task(self._fill_holes(), name="gap"))
 
@@ -298,7 +335,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # the newest message (a client of a reset database) still gets every new message.
         # What the hub delivered meanwhile waits in the backlog, behind the replay; the orderer
         # drops what the replay already holds.
-        self.backlog.extendleft(("raw", None, encode(message_event(m))) for m in reversed(messages))
+        self.backlog.extendleft(("raw", None, (encode(message_event(m)), None)) for m in reversed(messages))
         self.orderer = SeqOrderer(next_seq=last_seq + 1)
         await self._emit()
 
@@ -312,7 +349,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             messages = await database_sync_to_async(selectors.message_range)(
                 room_id=self.room.pk, after=after, upto=upto
             )
-            await self._queue("fill", upto, {m.seq: encode(message_event(m)) for m in messages})
+            await self._queue("fill", upto, {m.seq: (encode(message_event(m)), None) for m in messages})
 
     async def _close_at_expiry(self) -> None:
         expires_at = self.scope.get("token_expires_at") or time.time()

@@ -6,9 +6,10 @@ the layer one message per server process instead of one per socket, and its text
 by the publisher, is handed to each local socket without a queue or a task per socket.
 
 Publishers put the group's name in the message (`"group"`), since a layer does not say which
-group a message came through. Members implement `async deliver(message)`. A delivery runs at
-once, inside the hub's loop, as far as it can without waiting (a send normally only appends to
-the socket's buffer); only a delivery that must wait (a reader too slow to empty its buffer)
+group a message came through. Members implement `deliver(message)`, which returns None when it
+is done or a coroutine (an `async def deliver` returns one) to run for the rest. A delivery runs
+at once, inside the hub's loop, as far as it can without waiting (a send normally only appends
+to the socket's buffer); only a delivery that must wait (a reader too slow to empty its buffer)
 continues in a task of its own, so one slow reader delays nobody else.
 """
 
@@ -77,7 +78,9 @@ class Hub:
     async def dispatch(self, message: dict) -> None:
         for member in list(self._groups.get(message.get("group"), ())):
             try:
-                run_eagerly(member.deliver(message))
+                pending = member.deliver(message)
+                if pending is not None:
+                    run_eagerly(pending)
             except Exception:
                 logger.error("delivery of %s to a socket failed", message.get("type"), exc_info=True)
 

@@ -9,14 +9,16 @@ short wait, from the database, which is the record. Seqs below `next_seq` were d
 
 
 class SeqOrderer:
+    """Items are whatever the socket sends for a message (opaque here), keyed by seq."""
+
     def __init__(self, next_seq: int) -> None:
         self.next_seq = next_seq
-        self._waiting: dict[int, str] = {}
+        self._waiting: dict[int, object] = {}
 
-    def offer(self, seq: int, text: str) -> list[str]:
+    def offer(self, seq: int, item) -> list:
         """Take one published message; return what can now be sent, in order."""
         if seq >= self.next_seq:
-            self._waiting.setdefault(seq, text)
+            self._waiting.setdefault(seq, item)
         return self._take_contiguous()
 
     def hole(self) -> tuple[int, int] | None:
@@ -26,16 +28,16 @@ class SeqOrderer:
         first = min(self._waiting)
         return (self.next_seq - 1, first - 1) if first > self.next_seq else None
 
-    def fill(self, upto: int, found: dict[int, str]) -> list[str]:
+    def fill(self, upto: int, found: dict[int, object]) -> list:
         """Close the hole up to `upto` with what the database holds; absent seqs were deleted."""
-        for seq, text in found.items():
+        for seq, item in found.items():
             if seq >= self.next_seq:
-                self._waiting.setdefault(seq, text)
+                self._waiting.setdefault(seq, item)
         ready = [self._waiting.pop(s) for s in sorted(s for s in self._waiting if s <= upto)]
         self.next_seq = max(self.next_seq, upto + 1)
         return ready + self._take_contiguous()
 
-    def _take_contiguous(self) -> list[str]:
+    def _take_contiguous(self) -> list:
         ready = []
         while self.next_seq in self._waiting:
             ready.append(self._waiting.pop(self.next_seq))

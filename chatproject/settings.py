@@ -151,7 +151,7 @@ else:
     # and the stock one-day group expiry would silently unsubscribe a socket open for a day.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "chat.layers.InProcessChannelLayer",
             "CONFIG": {"capacity": 10_000, "group_expiry": 10 * 365 * 24 * 3600},
         }
     }

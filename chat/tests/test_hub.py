@@ -80,6 +80,38 @@ async def test_a_member_that_must_wait_does_not_hold_up_the_others(layer):
     assert sorted(m["text"] for m in slow.received) == ["0", "1", "2"]
 
 
+class SyncMember:
+    """A member whose deliver is plain: None when done, or a coroutine for the hub to finish."""
+
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        self.received: list[str] = []
+        self.gate = gate
+
+    def deliver(self, message: dict):
+        if self.gate is None:
+            self.received.append(message["text"])
+            return None
+        return self._later(message)
+
+    async def _later(self, message: dict) -> None:
+        await self.gate.wait()
+        self.received.append(message["text"])
+
+
+async def test_a_plain_deliver_is_done_at_once_or_finished_from_the_coroutine_it_returns(layer):
+    hub = Hub()
+    gate = asyncio.Event()
+    at_once, later = SyncMember(), SyncMember(gate=gate)
+    await hub.subscribe("room.1", at_once)
+    await hub.subscribe("room.1", later)
+
+    await hub.dispatch({"type": "chat.member", "text": "one", "group": "room.1"})
+    assert (at_once.received, later.received) == (["one"], [])
+
+    gate.set()
+    await until(lambda: later.received == ["one"])
+
+
 async def test_run_eagerly_finishes_a_coroutine_that_never_waits_without_a_task():
     done = []
 

@@ -257,7 +257,7 @@ def test_token_lifetimes_and_message_length_are_read(dev_env):
 def test_channel_layer_is_in_process_by_default(dev_env):
     assert load_settings(dev_env)["CHANNEL_LAYERS"] == {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "chat.layers.InProcessChannelLayer",
             "CONFIG": {"capacity": 10_000, "group_expiry": 10 * 365 * 24 * 3600},
         }
     }

@@ -1,0 +1,114 @@
+"""chat.frames: one frame per event, written to uvicorn's sockets directly, and only when that is safe."""
+
+import asyncio
+import socket
+
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from chat.frames import direct_writer, event_frame, text_frame
+
+
+def parse(data: bytes) -> Frame:
+    reader = StreamReader()
+    reader.feed_data(data)
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("incomplete frame")
+
+
+@pytest.mark.parametrize("text", ["", "héllo ✓", "x" * 125, "x" * 126, "x" * 70_000])
+def test_a_text_frame_reads_back_as_its_text(text):
+    frame = parse(text_frame(text))
+
+    assert (frame.opcode, frame.fin, frame.data.decode()) == (Opcode.TEXT, True, text)
+
+
+def test_an_event_frame_is_built_once_and_kept_in_the_event():
+    event = {"type": "chat.message", "text": '{"type": "message"}'}
+
+    first = event_frame(event)
+
+    assert first == text_frame(event["text"])
+    assert event["frame"] is first
+    assert event_frame(event) is first
+
+
+def test_other_servers_have_no_direct_writer():
+    async def send(message):  # e.g. daphne's, or channels' test communicator
+        pass
+
+    assert direct_writer(send) is None
+
+
+class Server:
+    """uvicorn with websockets-sansio on a free port, in this loop, serving `app`."""
+
+    def __init__(self, app, **options) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, ws="websockets-sansio", lifespan="off", log_config=None, **options
+        )
+        self.server = uvicorn.Server(config)
+
+    async def __aenter__(self):
+        self.task = asyncio.create_task(self.server.serve())
+        async with asyncio.timeout(10):
+            while not self.server.started:
+                await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.should_exit = True
+        await asyncio.wait_for(self.task, 10)
+
+
+def writing_app(outcome: dict):
+    """Accept, then mix direct frames and ASGI sends; after the client leaves, try once more."""
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        write = outcome["writer"] = direct_writer(send)
+        for text in ("one", "two", "three"):
+            if text == "two" or not write(text_frame(text)):
+                outcome.setdefault("through_asgi", []).append(text)
+                await send({"type": "websocket.send", "text": text})
+        outcome["left"] = await receive()
+        outcome["after_close"] = write(text_frame("late"))
+
+    return app
+
+
+async def test_frames_written_directly_keep_their_order_with_asgi_sends():
+    outcome: dict = {}
+    async with Server(writing_app(outcome)) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/", compression=None) as client:
+            received = [await asyncio.wait_for(client.recv(), 5) for _ in range(3)]
+        async with asyncio.timeout(5):
+            while "after_close" not in outcome:
+                await asyncio.sleep(0.01)
+
+    assert received == ["one", "two", "three"]
+    assert outcome["through_asgi"] == ["two"]  # one and three went straight to the transport
+    assert outcome["left"]["type"] == "websocket.disconnect"
+    assert outcome["after_close"] is False
+
+
+async def test_a_compressed_connection_is_never_written_directly():
+    outcome: dict = {}
+    server = Server(writing_app(outcome), ws_per_message_deflate=True)
+    async with server, connect(f"ws://127.0.0.1:{server.port}/", compression="deflate") as client:
+        assert client.protocol.extensions  # deflate was negotiated
+        received = [await asyncio.wait_for(client.recv(), 5) for _ in range(3)]
+
+    assert received == ["one", "two", "three"]
+    assert outcome["through_asgi"] == ["one", "two", "three"]

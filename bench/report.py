@@ -371,7 +371,10 @@ def write_doc(report: dict, table: list[dict], chart: bool, path: Path) -> None:
         "WebSocket connect still verifies the JWT, loads the user and joins presence (connects/s includes auth).",
         "- Closed loop: each client sends its next message when its own previous one comes back. Open loop: "
         "messages at a fixed rate, round-robin over the room's members, each carrying its send time; every "
-        "receiver records send→receive for every message.",
+        "receiver records send→receive for every message. A client process reports ready only once no frame "
+        "has reached its sockets for 0.3 s: in a chat room each socket first receives a join event for every "
+        "member that connected after it (about 500,000 in a room of 1,000), which must not be parsed on the "
+        "clock of the first messages.",
         "- Loss and duplicates: every receiver must see seq 1..N of its fresh room exactly once (relay: every "
         "client_id once); any miss or repeat fails the run.",
         "- Persisted: after the run every room's history is read back with `GET /messages?after=` and must be "

@@ -374,7 +374,10 @@ async def room_client(spec: dict, control) -> dict:
     # Ready once the sockets are read up: each socket of a chat room has a join event queued for every
     # member that connected after it (half a million in a room of 1,000), which would otherwise be
     # parsed during the measurement, on the clock of its first messages.
+    quiet_deadline = time.monotonic() + RECEIVE_TIMEOUT
     while time.monotonic() - max((r.last_frame for r in receivers), default=0.0) < QUIET_SECONDS:
+        if time.monotonic() > quiet_deadline:
+            raise RuntimeError(f"frames still arriving {RECEIVE_TIMEOUT:.0f} s after the sockets connected")
         await asyncio.sleep(QUIET_SECONDS / 4)
     loop = asyncio.get_running_loop()
     control["ready"].put(spec["process"])

@@ -256,20 +256,26 @@ class RoomConsumer(AsyncWebsocketConsumer):
         return (item,)
 
     def _flush(self):
-        """Write the backlog's frames directly; None when it is empty, else a coroutine for the rest.
+        """Write what the backlog holds as direct frames; a coroutine for the rest, or None.
 
-        Until the orderer exists (the socket is still joining) events wait in the backlog. While
-        a send is under way (`emitting`), new events join the backlog instead of overtaking it.
+        None also while the socket is still joining (no orderer yet: events wait in the backlog)
+        and while a send is under way (`emitting`: new events join the backlog, never overtake it).
         """
         if self.orderer is None or self.emitting:
             return None
-        while self.backlog and not self.closed:
-            items = self._ordered(*self.backlog.popleft())
-            for n, (_text, frame) in enumerate(items):
-                if frame is None or not self.write_frame(frame):
-                    # Released by the orderer already: what is left goes on unordered ("raw").
-                    self.backlog.extendleft(("raw", None, rest) for rest in reversed(items[n:]))
-                    return self._emit()
+        try:
+            while self.backlog and not self.closed:
+                items = self._ordered(*self.backlog.popleft())
+                for n, (_text, frame) in enumerate(items):
+                    if frame is None or not self.write_frame(frame):
+                        # Released by the orderer already: what is left goes on unordered ("raw").
+                        self.backlog.extendleft(("raw", None, rest) for rest in reversed(items[n:]))
+                        return self._emit()
+        except Exception:  # as in _emit: a socket that cannot be written to is gone
+            logger.debug("direct write to a socket failed", exc_info=True)
+            self.closed = True
+            self.backlog.clear()
+            return None
         self._watch_holes()
         return None
 
@@ -293,7 +299,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     def _watch_holes(self) -> None:
         """A message waiting behind a hole in seq: fetch the hole from the database after a while."""
-        if self.orderer.hole() is not None and not any(t.get_name() == "gap" for t in self._live_tasks()):
+        if self.closed or self.orderer.hole() is None:
+            return
+        if not any(t.get_name() == "gap" for t in self._live_tasks()):
             self.tasks.append(asyncio.create_task(self._fill_holes(), name="gap"))
 
     # --- helpers --------------------------------------------------------------------------

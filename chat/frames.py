@@ -16,10 +16,11 @@ sends through ASGI, which waits, compresses or raises as the server decides. Any
 
 from collections.abc import Callable
 
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-    from websockets.frames import Frame, Opcode
-    from websockets.protocol import State
 except ImportError:  # a daphne deployment without uvicorn: no direct writes
     WebSocketsSansIOProtocol = None
 

@@ -144,6 +144,10 @@ def _key(request: MessageRequest) -> tuple | None:
 # (docs/performance.md). Rows come back as models only on the rare paths (a repeat, a mute).
 
 
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
 def _in(values) -> tuple[str, list]:
     values = list(values)
     return ", ".join(["%s"] * len(values)), values
@@ -159,7 +163,7 @@ def _existing(requests: list[MessageRequest], indexes: list[int]) -> dict[tuple,
     client_ids, client_id_params = _in({k[2] for k in keys})
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, user_id, room_id, client_id FROM {Message._meta.db_table} "
+            f"SELECT id, user_id, room_id, client_id FROM {_table(Message)} "
             f"WHERE client_id IN ({client_ids}) AND room_id IN ({rooms}) AND user_id IN ({users})",
             [*client_id_params, *room_params, *user_params],
         )
@@ -178,7 +182,7 @@ def _active_mutes(requests: list[MessageRequest], indexes: list[int]) -> dict[tu
     rooms, room_params = _in({p[1] for p in pairs})
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT user_id, room_id FROM {Mute._meta.db_table} "
+            f"SELECT user_id, room_id FROM {_table(Mute)} "
             f"WHERE until > %s AND user_id IN ({users}) AND room_id IN ({rooms})",
             [connection.ops.adapt_datetimefield_value(now), *user_params, *room_params],
         )
@@ -206,7 +210,7 @@ def _lock_rooms(room_ids: set[int]) -> dict[int, tuple[int, bool]]:
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, last_seq, archived_at FROM {Room._meta.db_table} WHERE id IN ({ids}) ORDER BY id{lock}",
+            f"SELECT id, last_seq, archived_at FROM {_table(Room)} WHERE id IN ({ids}) ORDER BY id{lock}",
             params,
         )
         return {row[0]: (row[1], row[2] is not None) for row in cursor.fetchall()}
@@ -240,6 +244,8 @@ def _store(requests: list[MessageRequest], valid: list[int], outcomes: list) -> 
             outcomes[index] = exc
             continue
         last_seqs[room_id] += 1
+        # The sender's Room instance: its name and id are what the message needs (its other
+        # fields may be as old as the socket; the rows just locked are the current ones).
         message = Message(room=request.room, user=request.user, content=request.content, client_id=request.client_id)
         message.seq = last_seqs[room_id]
         outcomes[index] = result = MessageResult(message, created=True)
@@ -250,9 +256,7 @@ def _store(requests: list[MessageRequest], valid: list[int], outcomes: list) -> 
         Message.objects.bulk_create([r.message for r in created])
         with connection.cursor() as cursor:
             for room_id in sorted({r.message.room_id for r in created}):
-                cursor.execute(
-                    f"UPDATE {Room._meta.db_table} SET last_seq = %s WHERE id = %s", [last_seqs[room_id], room_id]
-                )
+                cursor.execute(f"UPDATE {_table(Room)} SET last_seq = %s WHERE id = %s", [last_seqs[room_id], room_id])
     return created
 
 

@@ -22,5 +22,7 @@ application = ProtocolTypeRouter(
 
 # What is loaded by now (Django, the apps, their modules) lives as long as the process: frozen, the
 # cyclic collector's full passes skip it. With a thousand sockets open a full pass still holds the
-# event loop, but for about half as long (docs/performance.md).
+# event loop, but for about half as long (docs/performance.md). Garbage is collected first, so
+# none of it is frozen for good.
+gc.collect()
 gc.freeze()

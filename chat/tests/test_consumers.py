@@ -1053,3 +1053,42 @@ async def test_rooms_lists_name_title_and_online(sockets, alice):
             for name in ("general", "python", "frontend", "random")
         ]
     }
+
+
+class SharedStreamWriter:
+    """chat.frames.direct_writer for the communicator: direct frames join the same output as ASGI sends.
+
+    Refuses the frames whose text contains `refuse`, as uvicorn's writer does for a paused transport.
+    """
+
+    def __init__(self, refuse: str) -> None:
+        self.refuse = refuse
+        self.direct: list[str] = []
+
+    def __call__(self, send):
+        output = send.__self__  # the communicator's queue
+
+        def write(frame: bytes) -> bool:
+            text = frame[2:].decode() if frame[1] < 126 else frame[4:].decode()
+            if self.refuse in text:
+                return False
+            event = json.loads(text)
+            if event["type"] == "message":
+                self.direct.append(event["content"])
+            output.put_nowait({"type": "websocket.send", "text": text})
+            return True
+
+        return write
+
+
+async def test_a_refused_direct_frame_goes_through_asgi_in_order_and_direct_writes_resume(
+    sockets, alice, bob, general, monkeypatch
+):
+    writer = SharedStreamWriter(refuse="second")
+    monkeypatch.setattr("chat.consumers.direct_writer", writer)
+    listener = await enter(sockets, alice)
+
+    messages = [await create_message(room=general, user=bob, content=c) for c in ("first", "second", "third")]
+
+    assert await receive_all(listener, 3) == [message_event(m) for m in messages]
+    assert writer.direct == ["first", "third"]

@@ -112,3 +112,26 @@ async def test_a_compressed_connection_is_never_written_directly():
 
     assert received == ["one", "two", "three"]
     assert outcome["through_asgi"] == ["one", "two", "three"]
+
+
+async def test_a_paused_transport_or_a_sent_close_refuses_direct_frames():
+    outcome: dict = {}
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        write, protocol = direct_writer(send), send.__self__
+        outcome["open"] = write(text_frame("one"))
+        protocol.pause_writing()  # what the transport calls when its buffer passes the high-water mark
+        outcome["paused"] = write(text_frame("not sent"))
+        protocol.resume_writing()
+        outcome["resumed"] = write(text_frame("two"))
+        await send({"type": "websocket.close", "code": 1000})
+        outcome["closing"] = write(text_frame("late"))
+
+    server = Server(app)
+    async with server, connect(f"ws://127.0.0.1:{server.port}/", compression=None) as client:
+        received = [message async for message in client]
+
+    assert received == ["one", "two"]
+    assert outcome == {"open": True, "paused": False, "resumed": True, "closing": False}

@@ -153,6 +153,12 @@ def _in(values) -> tuple[str, list]:
     return ", ".join(["%s"] * len(values)), values
 
 
+def _rows(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [tuple(row) for row in cursor.fetchall()]
+
+
 def _existing(requests: list[MessageRequest], indexes: list[int]) -> dict[tuple, Message]:
     """The stored messages that already carry the requests' client_ids, by (user, room, client_id)."""
     keys = {_key(requests[i]) for i in indexes} - {None}
@@ -161,13 +167,12 @@ def _existing(requests: list[MessageRequest], indexes: list[int]) -> dict[tuple,
     users, user_params = _in({k[0] for k in keys})
     rooms, room_params = _in({k[1] for k in keys})
     client_ids, client_id_params = _in({k[2] for k in keys})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, user_id, room_id, client_id FROM {_table(Message)} "
-            f"WHERE client_id IN ({client_ids}) AND room_id IN ({rooms}) AND user_id IN ({users})",
-            [*client_id_params, *room_params, *user_params],
-        )
-        ids = [row[0] for row in cursor.fetchall() if tuple(row[1:]) in keys]
+    rows = _rows(
+        f"SELECT id, user_id, room_id, client_id FROM {_table(Message)} "
+        f"WHERE client_id IN ({client_ids}) AND room_id IN ({rooms}) AND user_id IN ({users})",
+        [*client_id_params, *room_params, *user_params],
+    )
+    ids = [row[0] for row in rows if row[1:] in keys]
     if not ids:
         return {}
     found = Message.objects.select_related("room", "user").filter(pk__in=ids)
@@ -180,13 +185,12 @@ def _active_mutes(requests: list[MessageRequest], indexes: list[int]) -> dict[tu
     now = timezone.now()
     users, user_params = _in({p[0] for p in pairs})
     rooms, room_params = _in({p[1] for p in pairs})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT user_id, room_id FROM {_table(Mute)} "
-            f"WHERE until > %s AND user_id IN ({users}) AND room_id IN ({rooms})",
-            [connection.ops.adapt_datetimefield_value(now), *user_params, *room_params],
-        )
-        muted = {tuple(row) for row in cursor.fetchall()} & pairs
+    rows = _rows(
+        f"SELECT user_id, room_id FROM {_table(Mute)} "
+        f"WHERE until > %s AND user_id IN ({users}) AND room_id IN ({rooms})",
+        [connection.ops.adapt_datetimefield_value(now), *user_params, *room_params],
+    )
+    muted = set(rows) & pairs
     if not muted:
         return {}
     mutes = Mute.objects.filter(
@@ -208,12 +212,8 @@ def _lock_rooms(room_ids: set[int]) -> dict[int, tuple[int, bool]]:
     """
     ids, params = _in(sorted(room_ids))
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, last_seq, archived_at FROM {_table(Room)} WHERE id IN ({ids}) ORDER BY id{lock}",
-            params,
-        )
-        return {row[0]: (row[1], row[2] is not None) for row in cursor.fetchall()}
+    rows = _rows(f"SELECT id, last_seq, archived_at FROM {_table(Room)} WHERE id IN ({ids}) ORDER BY id{lock}", params)
+    return {room_id: (last_seq, archived_at is not None) for room_id, last_seq, archived_at in rows}
 
 
 def _store(requests: list[MessageRequest], valid: list[int], outcomes: list) -> list[MessageResult]:

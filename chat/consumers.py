@@ -271,10 +271,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
                         # Released by the orderer already: what is left goes on unordered ("raw").
                         self.backlog.extendleft(("raw", None, rest) for rest in reversed(items[n:]))
                         return self._emit()
-        except Exception:  # as in _emit: a socket that cannot be written to is gone
-            logger.debug("direct write to a socket failed", exc_info=True)
-            self.closed = True
-            self.backlog.clear()
+        except Exception:
+            self._gone()
             return None
         self._watch_holes()
         return None
@@ -289,13 +287,17 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 for text, frame in self._ordered(*self.backlog.popleft()):
                     if frame is None or not self.write_frame(frame):
                         await self.send(text_data=text)
-        except Exception:  # the client is gone (uvicorn: ClientDisconnected, daphne: Disconnected)
-            logger.debug("send to a closed socket dropped", exc_info=True)
-            self.closed = True
-            self.backlog.clear()
+        except Exception:
+            self._gone()
         finally:
             self.emitting = False
         self._watch_holes()
+
+    def _gone(self) -> None:
+        """A write or send failed: the client is gone (uvicorn: ClientDisconnected, daphne: Disconnected)."""
+        logger.debug("write to a closed socket dropped", exc_info=True)
+        self.closed = True
+        self.backlog.clear()
 
     def _watch_holes(self) -> None:
         """A message waiting behind a hole in seq: fetch the hole from the database after a while."""

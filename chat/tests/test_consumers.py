@@ -20,6 +20,7 @@ from accounts.services import user_set_active
 from chat import events
 from chat.models import Message, Room
 from chat.tests.factories import make_message
+from chat.tests.wire import parse_frame
 
 # The consumer reaches the database from a worker thread, so tests need real commits; the
 # serialized rollback brings back the rooms the data migration creates.
@@ -1069,7 +1070,7 @@ class SharedStreamWriter:
         output = send.__self__  # the communicator's queue
 
         def write(frame: bytes) -> bool:
-            text = frame[2:].decode() if frame[1] < 126 else frame[4:].decode()
+            text = parse_frame(frame).data.decode()
             if self.refuse in text:
                 return False
             event = json.loads(text)

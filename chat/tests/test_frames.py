@@ -6,26 +6,15 @@ import socket
 import pytest
 import uvicorn
 from websockets.asyncio.client import connect
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
+from websockets.frames import Opcode
 
 from chat.frames import direct_writer, event_frame, text_frame
-
-
-def parse(data: bytes) -> Frame:
-    reader = StreamReader()
-    reader.feed_data(data)
-    parser = Frame.parse(reader.read_exact, mask=False)
-    try:
-        next(parser)
-    except StopIteration as done:
-        return done.value
-    raise AssertionError("incomplete frame")
+from chat.tests.wire import parse_frame
 
 
 @pytest.mark.parametrize("text", ["", "héllo ✓", "x" * 125, "x" * 126, "x" * 70_000])
 def test_a_text_frame_reads_back_as_its_text(text):
-    frame = parse(text_frame(text))
+    frame = parse_frame(text_frame(text))
 
     assert (frame.opcode, frame.fin, frame.data.decode()) == (Opcode.TEXT, True, text)
 

@@ -3,10 +3,14 @@
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
-django_asgi_app = get_asgi_application()  # sets Django up before the chat modules import models
+django.setup(set_prefix=False)  # before the chat modules import models
+
+from chatproject.handler import PooledASGIHandler  # noqa: E402
+
+django_asgi_app = PooledASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -108,6 +108,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # A connection lives as long as its thread: the HTTP request threads, the writer and the
+    # consumers' database thread each keep one (opening one cost as much as a page of history).
+    _db["CONN_MAX_AGE"] = None
     # Tests use a file too, so they meet the same locking as production; one per test run.
     _db.setdefault("TEST", {})["NAME"] = str(Path(tempfile.gettempdir()) / f"chat-test-{os.getpid()}.sqlite3")
 elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
@@ -121,6 +124,9 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
         "max_size": env.int("DATABASE_POOL_MAX", default=10),
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
     }
+
+# Threads that run HTTP requests (middleware and view); each keeps its database connection.
+HTTP_THREADS = env.int("HTTP_THREADS", default=8)
 
 # --- Channel layer and cache ----------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -1,0 +1,41 @@
+"""Django's ASGI handler, run on a few request threads that keep their database connections.
+
+Django's own ASGI handler builds an async middleware chain. Its middleware (sessions, CSRF, auth,
+messages, security headers) is synchronous, so each of their hooks is a round trip from the event
+loop to the request's thread and back: about a dozen per request. And that thread is a new one
+for every request, so every request opened a new database connection. Here the whole chain and the
+view run in one call, on one of HTTP_THREADS threads that live as long as the process; each keeps
+its connection from one request to the next, checked as Django checks it at the start and end of a
+request (docs/performance.md, "Levers"). Async views still work: Django runs them with async_to_sync.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.db import close_old_connections
+
+
+class PooledASGIHandler(ASGIHandler):
+    def __init__(self):
+        self._threads = ThreadPoolExecutor(max_workers=settings.HTTP_THREADS, thread_name_prefix="http")
+        super().__init__()
+
+    def load_middleware(self, is_async=False):
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request):
+        # asgiref's sync_to_async, not run_in_executor: async_to_sync in a view (a publish to the
+        # channel layer) must reach this event loop, not a loop of its own.
+        return await sync_to_async(self._respond, thread_sensitive=False, executor=self._threads)(request)
+
+    def _respond(self, request):
+        # Django runs these on request_started and request_finished, in a thread of their own; the
+        # connections this request uses are this thread's.
+        close_old_connections()
+        try:
+            return self.get_response(request)
+        finally:
+            close_old_connections()
+

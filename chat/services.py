@@ -10,6 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from chat import sql
 from chat.audit import audit_record, audit_record_many
 from chat.events import publish_message_deleted, publish_messages
 from chat.models import Message, Mute, Room
@@ -139,24 +140,9 @@ def _key(request: MessageRequest) -> tuple | None:
     return (request.user.pk, request.room.pk, request.client_id)
 
 
-# The queries of a batch are written in SQL: built by the ORM they cost the writer thread about
-# 2 ms of query compilation per batch, more than the database takes to run them
-# (docs/performance.md). Rows come back as models only on the rare paths (a repeat, a mute).
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _in(values) -> tuple[str, list]:
-    values = list(values)
-    return ", ".join(["%s"] * len(values)), values
-
-
-def _rows(sql: str, params: list) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [tuple(row) for row in cursor.fetchall()]
+# The queries of a batch are written in SQL (chat.sql): built by the ORM they cost the writer
+# thread about 2 ms of query compilation per batch, more than the database takes to run them.
+# Rows come back as models only on the rare paths (a repeat, a mute).
 
 
 def _existing(requests: list[MessageRequest], indexes: list[int]) -> dict[tuple, Message]:
@@ -164,11 +150,11 @@ def _existing(requests: list[MessageRequest], indexes: list[int]) -> dict[tuple,
     keys = {_key(requests[i]) for i in indexes} - {None}
     if not keys:
         return {}
-    users, user_params = _in({k[0] for k in keys})
-    rooms, room_params = _in({k[1] for k in keys})
-    client_ids, client_id_params = _in({k[2] for k in keys})
-    rows = _rows(
-        f"SELECT id, user_id, room_id, client_id FROM {_table(Message)} "
+    users, user_params = sql.placeholders({k[0] for k in keys})
+    rooms, room_params = sql.placeholders({k[1] for k in keys})
+    client_ids, client_id_params = sql.placeholders({k[2] for k in keys})
+    rows = sql.rows(
+        f"SELECT id, user_id, room_id, client_id FROM {sql.table(Message)} "
         f"WHERE client_id IN ({client_ids}) AND room_id IN ({rooms}) AND user_id IN ({users})",
         [*client_id_params, *room_params, *user_params],
     )
@@ -183,10 +169,10 @@ def _active_mutes(requests: list[MessageRequest], indexes: list[int]) -> dict[tu
     """The end of the longest running mute of each (user, room) among the requests."""
     pairs = {(requests[i].user.pk, requests[i].room.pk) for i in indexes}
     now = timezone.now()
-    users, user_params = _in({p[0] for p in pairs})
-    rooms, room_params = _in({p[1] for p in pairs})
-    rows = _rows(
-        f"SELECT user_id, room_id FROM {_table(Mute)} "
+    users, user_params = sql.placeholders({p[0] for p in pairs})
+    rooms, room_params = sql.placeholders({p[1] for p in pairs})
+    rows = sql.rows(
+        f"SELECT user_id, room_id FROM {sql.table(Mute)} "
         f"WHERE until > %s AND user_id IN ({users}) AND room_id IN ({rooms})",
         [connection.ops.adapt_datetimefield_value(now), *user_params, *room_params],
     )
@@ -210,9 +196,11 @@ def _lock_rooms(room_ids: set[int]) -> dict[int, tuple[int, bool]]:
     The locks serialise writers of a room, so seq follows commit order. SQLite has no row
     locks; its IMMEDIATE transaction already holds the database's write lock.
     """
-    ids, params = _in(sorted(room_ids))
+    ids, params = sql.placeholders(sorted(room_ids))
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    rows = _rows(f"SELECT id, last_seq, archived_at FROM {_table(Room)} WHERE id IN ({ids}) ORDER BY id{lock}", params)
+    rows = sql.rows(
+        f"SELECT id, last_seq, archived_at FROM {sql.table(Room)} WHERE id IN ({ids}) ORDER BY id{lock}", params
+    )
     return {room_id: (last_seq, archived_at is not None) for room_id, last_seq, archived_at in rows}
 
 
@@ -253,11 +241,34 @@ def _store(requests: list[MessageRequest], valid: list[int], outcomes: list) -> 
         if key is not None:
             batch[key] = result
     if created:
-        Message.objects.bulk_create([r.message for r in created])
+        _insert([r.message for r in created])
+        update = f"UPDATE {sql.table(Room)} SET last_seq = %s WHERE id = %s"
         with connection.cursor() as cursor:
             for room_id in sorted({r.message.room_id for r in created}):
-                cursor.execute(f"UPDATE {_table(Room)} SET last_seq = %s WHERE id = %s", [last_seqs[room_id], room_id])
+                cursor.execute(update, [last_seqs[room_id], room_id])
     return created
+
+
+def _insert(messages: list[Message]) -> None:
+    """INSERT the messages in one statement; each gets its id and its creation time."""
+    now = timezone.now()
+    stored_now = connection.ops.adapt_datetimefield_value(now)
+    values, params = [], []
+    for message in messages:
+        message.created = now
+        values.append("(%s, %s, %s, %s, %s, %s)")
+        params += [message.room_id, message.user_id, message.content, stored_now, message.client_id, message.seq]
+    ids = sql.rows(
+        f"INSERT INTO {sql.table(Message)} (room_id, user_id, content, created, client_id, seq) "
+        f"VALUES {', '.join(values)} RETURNING id, room_id, seq",
+        params,
+    )
+    # Matched by (room, seq), which is unique: RETURNING promises no order.
+    by_key = {(room_id, seq): message_id for message_id, room_id, seq in ids}
+    for message in messages:
+        message.id = by_key[(message.room_id, message.seq)]
+        message._state.adding = False
+        message._state.db = connection.alias
 
 
 def _check_may_post(*, archived: bool, until: datetime | None) -> None:

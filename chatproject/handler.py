@@ -38,4 +38,3 @@ class PooledASGIHandler(ASGIHandler):
             return self.get_response(request)
         finally:
             close_old_connections()
-

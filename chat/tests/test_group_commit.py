@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
 from chat import services, writer
+from chat.events import message_payload
 from chat.models import Message, Mute
 from chat.services import MessageRejected, MessageRequest, MessageResult, message_create_many
 from chat.tests.factories import RoomFactory, make_message
@@ -91,6 +92,22 @@ def test_a_batch_is_one_transaction_with_a_fixed_number_of_queries(general):
     assert statements.count("INSERT") == 1
     assert statements.count("SELECT") == 3
     assert statements.count("UPDATE") == 1
+
+
+@pytest.mark.django_db
+def test_the_messages_a_batch_returns_are_the_stored_rows(general):
+    other = RoomFactory(name="other")
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    requests = [
+        MessageRequest(room=room, user=user, content=f"{n}", client_id=f"c{n}" if n % 2 else None)
+        for n, (room, user) in enumerate([(general, alice), (other, bob), (general, bob), (other, alice)])
+    ]
+
+    returned = [outcome.message for outcome in message_create_many(requests)]
+
+    stored = Message.objects.select_related("room", "user").in_bulk([m.pk for m in returned])
+    assert [message_payload(m) for m in returned] == [message_payload(stored[m.pk]) for m in returned]
+    assert all(not m._state.adding for m in returned)  # saved models: a later save() updates, never inserts
 
 
 @pytest.mark.django_db
@@ -204,7 +221,7 @@ async def test_a_database_failure_refuses_the_batch_and_the_writer_recovers(monk
 @pytest.mark.django_db
 def test_history_rows_are_shaped_exactly_like_the_message_object(general):
     from chat import selectors
-    from chat.events import message_payload, message_payload_from_row
+    from chat.events import message_payload_from_row
 
     alice = UserFactory(username="Ålice")
     messages = [

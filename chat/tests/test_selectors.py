@@ -1,0 +1,40 @@
+"""chat.selectors: the history page in plain SQL gives what the ORM gives, on every database."""
+
+import pytest
+
+from accounts.tests.factories import UserFactory
+from chat import selectors
+from chat.models import Message
+from chat.tests.factories import RoomFactory, make_message
+
+pytestmark = pytest.mark.django_db
+
+
+def orm_page(room, *, limit=50, skip=0, before=None, after=None) -> list[dict]:
+    qs = Message.objects.filter(room=room)
+    if before is not None:
+        qs = qs.filter(seq__lt=before)
+    qs = qs.filter(seq__gt=after).order_by("seq") if after is not None else qs.order_by("-seq")
+    return list(qs.values(*selectors.MESSAGE_ROW_FIELDS)[skip : skip + limit])
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{}, {"limit": 3}, {"limit": 2, "skip": 4}, {"before": 5}, {"before": 5, "limit": 2}, {"after": 6}, {"after": 0}],
+)
+def test_a_page_is_the_rows_the_orm_reads(query):
+    room, other = RoomFactory(), RoomFactory()
+    alice, bob = UserFactory(), UserFactory()
+    for n in range(8):
+        make_message(room=room, user=(alice, bob)[n % 2], content=f"m{n}", client_id=f"c{n}" if n % 3 else None)
+        make_message(room=other, user=alice, content=f"elsewhere {n}")
+
+    page = selectors.message_list(room=room, **query)
+
+    assert page == orm_page(room, **query)
+    assert page  # every query above has rows
+    assert page[0]["created"].tzinfo is not None  # an aware datetime, not SQLite's text
+
+
+def test_an_empty_room_has_an_empty_page():
+    assert selectors.message_list(room=RoomFactory()) == []

@@ -125,8 +125,9 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
     }
 
-# Threads that run HTTP requests (middleware and view); each keeps its database connection.
-HTTP_THREADS = env.int("HTTP_THREADS", default=8)
+# Threads that run HTTP requests (middleware and view), started as requests need them and kept;
+# each keeps its SQLite connection. Logins waiting for a hashing slot hold one each.
+HTTP_THREADS = env.int("HTTP_THREADS", default=32)
 
 # --- Channel layer and cache ----------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -258,11 +258,19 @@ def _insert(messages: list[Message]) -> None:
         message.created = now
         values.append("(%s, %s, %s, %s, %s, %s)")
         params += [message.room_id, message.user_id, message.content, stored_now, message.client_id, message.seq]
-    ids = sql.rows(
-        f"INSERT INTO {sql.table(Message)} (room_id, user_id, content, created, client_id, seq) "
-        f"VALUES {', '.join(values)} RETURNING id, room_id, seq",
-        params,
-    )
+    table = sql.table(Message)
+    insert = f"INSERT INTO {table} (room_id, user_id, content, created, client_id, seq) VALUES {', '.join(values)}"
+    if connection.features.can_return_rows_from_bulk_insert:
+        ids = sql.rows(f"{insert} RETURNING id, room_id, seq", params)
+    else:  # SQLite before 3.35 has no RETURNING: the ids are read back
+        with connection.cursor() as cursor:
+            cursor.execute(insert, params)
+        rooms, room_params = sql.placeholders({m.room_id for m in messages})
+        seqs, seq_params = sql.placeholders({m.seq for m in messages})
+        ids = sql.rows(
+            f"SELECT id, room_id, seq FROM {table} WHERE room_id IN ({rooms}) AND seq IN ({seqs})",
+            [*room_params, *seq_params],
+        )
     # Matched by (room, seq), which is unique: RETURNING promises no order.
     by_key = {(room_id, seq): message_id for message_id, room_id, seq in ids}
     for message in messages:

@@ -111,6 +111,24 @@ def test_the_messages_a_batch_returns_are_the_stored_rows(general):
 
 
 @pytest.mark.django_db
+def test_without_insert_returning_the_batch_is_stored_all_the_same(general, monkeypatch):
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
+    other, alice = RoomFactory(name="other"), UserFactory(username="alice")
+    requests = [MessageRequest(room=r, user=alice, content=f"{r.name} {n}") for n in (1, 2) for r in (general, other)]
+
+    returned = [outcome.message for outcome in message_create_many(requests)]
+
+    stored = Message.objects.select_related("room", "user").in_bulk([m.pk for m in returned])
+    assert [message_payload(m) for m in returned] == [message_payload(stored[m.pk]) for m in returned]
+    assert [(m.room.name, m.seq, m.content) for m in returned] == [
+        ("general", 1, "general 1"),
+        ("other", 1, "other 1"),
+        ("general", 2, "general 2"),
+        ("other", 2, "other 2"),
+    ]
+
+
+@pytest.mark.django_db
 def test_a_rate_limited_request_is_refused_alone(general, settings):
     settings.CHAT_MESSAGE_RATE = "2/min"
     alice, bob = UserFactory(username="alice"), UserFactory(username="bob")

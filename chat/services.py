@@ -250,33 +250,43 @@ def _store(requests: list[MessageRequest], valid: list[int], outcomes: list) -> 
 
 
 def _insert(messages: list[Message]) -> None:
-    """INSERT the messages in one statement; each gets its id and its creation time."""
+    """INSERT the messages, as few statements as the database's parameter limit allows; each message
+    gets its id and its creation time."""
     now = timezone.now()
-    stored_now = connection.ops.adapt_datetimefield_value(now)
-    values, params = [], []
     for message in messages:
         message.created = now
-        values.append("(%s, %s, %s, %s, %s, %s)")
-        params += [message.room_id, message.user_id, message.content, stored_now, message.client_id, message.seq]
-    table = sql.table(Message)
-    insert = f"INSERT INTO {table} (room_id, user_id, content, created, client_id, seq) VALUES {', '.join(values)}"
-    if connection.features.can_return_rows_from_bulk_insert:
-        ids = sql.rows(f"{insert} RETURNING id, room_id, seq", params)
-    else:  # SQLite before 3.35 has no RETURNING: the ids are read back
-        with connection.cursor() as cursor:
-            cursor.execute(insert, params)
-        rooms, room_params = sql.placeholders({m.room_id for m in messages})
-        seqs, seq_params = sql.placeholders({m.seq for m in messages})
-        ids = sql.rows(
-            f"SELECT id, room_id, seq FROM {table} WHERE room_id IN ({rooms}) AND seq IN ({seqs})",
-            [*room_params, *seq_params],
-        )
+    columns = ("room_id", "user_id", "content", "created", "client_id", "seq")
+    per_statement = (connection.features.max_query_params or len(messages) * len(columns)) // len(columns)
+    ids = []
+    for start in range(0, len(messages), per_statement):
+        ids += _insert_rows(messages[start : start + per_statement], columns)
     # Matched by (room, seq), which is unique: RETURNING promises no order.
     by_key = {(room_id, seq): message_id for message_id, room_id, seq in ids}
     for message in messages:
         message.id = by_key[(message.room_id, message.seq)]
         message._state.adding = False
         message._state.db = connection.alias
+
+
+def _insert_rows(messages: list[Message], columns: tuple[str, ...]) -> list[tuple]:
+    """One INSERT; (id, room_id, seq) of each row."""
+    stored_now = connection.ops.adapt_datetimefield_value(messages[0].created)
+    row = f"({', '.join(['%s'] * len(columns))})"
+    params = []
+    for m in messages:
+        params += [m.room_id, m.user_id, m.content, stored_now, m.client_id, m.seq]
+    table = sql.table(Message)
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(messages))}"
+    if connection.features.can_return_rows_from_bulk_insert:
+        return sql.rows(f"{insert} RETURNING id, room_id, seq", params)
+    with connection.cursor() as cursor:  # SQLite before 3.35 has no RETURNING: the ids are read back
+        cursor.execute(insert, params)
+    rooms, room_params = sql.placeholders({m.room_id for m in messages})
+    seqs, seq_params = sql.placeholders({m.seq for m in messages})
+    return sql.rows(
+        f"SELECT id, room_id, seq FROM {table} WHERE room_id IN ({rooms}) AND seq IN ({seqs})",
+        [*room_params, *seq_params],
+    )
 
 
 def _check_may_post(*, archived: bool, until: datetime | None) -> None:

@@ -7,6 +7,13 @@ for every request, so every request opened a new database connection. Here the w
 view run in one call, on one of HTTP_THREADS threads that live as long as the process; each keeps
 its connection from one request to the next, checked as Django checks it at the start and end of a
 request (docs/performance.md, "Levers"). Async views still work: Django runs them with async_to_sync.
+
+The paths of HTTP_OWN_THREAD_PATHS (login and registration: they wait their turn for a password
+hashing slot) run as Django runs every request, on a thread of their own, so a burst of logins never
+holds the request threads that everything else needs.
+
+The body of a streaming response is read after the view returns, by Django, on a thread of the
+request's own; none of this project's streaming responses touches the database.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -14,18 +21,21 @@ from concurrent.futures import ThreadPoolExecutor
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
-from django.db import close_old_connections
+from django.db import close_old_connections, connections, reset_queries
 
 
 class PooledASGIHandler(ASGIHandler):
     def __init__(self):
         self._threads = ThreadPoolExecutor(max_workers=settings.HTTP_THREADS, thread_name_prefix="http")
+        self._own_thread_paths = frozenset(settings.HTTP_OWN_THREAD_PATHS)
         super().__init__()
 
     def load_middleware(self, is_async=False):
         super().load_middleware(is_async=False)
 
     async def get_response_async(self, request):
+        if request.path_info in self._own_thread_paths:
+            return await sync_to_async(self._respond_once, thread_sensitive=True)(request)
         # asgiref's sync_to_async, not run_in_executor: async_to_sync in a view (a publish to the
         # channel layer) must reach this event loop, not a loop of its own.
         return await sync_to_async(self._respond, thread_sensitive=False, executor=self._threads)(request)
@@ -33,8 +43,16 @@ class PooledASGIHandler(ASGIHandler):
     def _respond(self, request):
         # Django runs these on request_started and request_finished, in a thread of their own; the
         # connections this request uses are this thread's.
+        reset_queries()
         close_old_connections()
         try:
             return self.get_response(request)
         finally:
             close_old_connections()
+
+    def _respond_once(self, request):
+        """On a thread that ends with the request: its connections end with it."""
+        try:
+            return self.get_response(request)
+        finally:
+            connections.close_all()

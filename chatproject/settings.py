@@ -126,8 +126,11 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
     }
 
 # Threads that run HTTP requests (middleware and view), started as requests need them and kept;
-# each keeps its SQLite connection. Logins waiting for a hashing slot hold one each.
+# each keeps its SQLite connection (chatproject/handler.py).
 HTTP_THREADS = env.int("HTTP_THREADS", default=32)
+# Requests that may wait long for a password hashing slot: each on a thread of its own, as Django
+# runs every request, so that a burst of logins never holds the threads the rest of the API needs.
+HTTP_OWN_THREAD_PATHS = ("/token", "/register")
 
 # --- Channel layer and cache ----------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

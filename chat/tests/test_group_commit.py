@@ -111,6 +111,23 @@ def test_the_messages_a_batch_returns_are_the_stored_rows(general):
 
 
 @pytest.mark.django_db
+def test_a_batch_over_the_parameter_limit_is_inserted_in_several_statements(general, monkeypatch):
+    monkeypatch.setattr(type(connection.features), "max_query_params", 12)  # two rows of six columns
+    alice = UserFactory(username="alice")
+
+    with CaptureQueriesContext(connection) as queries:
+        returned = [
+            o.message
+            for o in message_create_many([MessageRequest(room=general, user=alice, content=f"{n}") for n in range(5)])
+        ]
+
+    assert [q["sql"].split()[0].upper() for q in queries.captured_queries].count("INSERT") == 3
+    stored = Message.objects.select_related("room", "user").in_bulk([m.pk for m in returned])
+    assert [message_payload(m) for m in returned] == [message_payload(stored[m.pk]) for m in returned]
+    assert [m.seq for m in returned] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.django_db
 def test_without_insert_returning_the_batch_is_stored_all_the_same(general, monkeypatch):
     monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
     other, alice = RoomFactory(name="other"), UserFactory(username="alice")

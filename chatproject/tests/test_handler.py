@@ -11,13 +11,17 @@ from django.db import connection
 from django.http import JsonResponse
 from django.urls import include, path
 
+from accounts.services import _hashing_slots
 from chatproject.handler import PooledASGIHandler
+
+seen_connections = []  # the objects themselves: a closed one's id() may be reused by its successor
 
 
 def where(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return JsonResponse({"thread": threading.current_thread().name, "connection": id(connection.connection)})
+    seen_connections.append(connection.connection)
+    return JsonResponse({"thread": threading.current_thread().name})
 
 
 async def async_view(request):
@@ -50,7 +54,10 @@ def handler(settings):
     settings.ROOT_URLCONF = __name__
     settings.HTTP_THREADS = 1
     settings.ALLOWED_HOSTS = ["*"]
-    return PooledASGIHandler()
+    seen_connections.clear()
+    handler = PooledASGIHandler()
+    yield handler
+    handler._threads.shutdown()
 
 
 async def get(handler, path: str) -> tuple[int, dict]:
@@ -68,7 +75,9 @@ async def test_requests_run_on_a_request_thread_that_keeps_its_connection(handle
     assert first[1]["thread"] != threading.current_thread().name
     assert second[1]["thread"] == first[1]["thread"]
     if connection.settings_dict["CONN_MAX_AGE"] is None:  # SQLite: the thread keeps the one it opened
-        assert second[1]["connection"] == first[1]["connection"]
+        assert seen_connections[1] is seen_connections[0]
+    else:  # PostgreSQL: taken from the pool for the request and given back
+        assert seen_connections[1].closed or seen_connections[1] is not seen_connections[0]
 
 
 def test_the_middleware_chain_is_one_synchronous_call(handler):
@@ -96,3 +105,24 @@ async def test_an_error_in_a_view_is_a_json_500_and_the_next_request_is_served(h
     assert "detail" in body
 
     assert (await get(handler, "/where"))[0] == 200
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_login_waiting_for_a_hashing_slot_leaves_the_request_threads_free(handler, settings):
+    settings.PASSWORD_HASH_CONCURRENCY = 1
+    slots = _hashing_slots(1)
+    slots.acquire()  # every slot busy: the login waits inside its view
+    try:
+        body = b'{"username": "nobody", "password": "not-a-password"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        login = asyncio.ensure_future(
+            HttpCommunicator(handler, "POST", "/token", body=body, headers=headers).get_response(timeout=10)
+        )
+        await asyncio.sleep(0.3)
+        assert not login.done()
+
+        # The only request thread (HTTP_THREADS=1) is free for everything else meanwhile.
+        assert (await get(handler, "/where"))[0] == 200
+    finally:
+        slots.release()
+    assert (await login)["status"] == 401

@@ -133,10 +133,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
         users = await presence.users(room_id=room.pk)
         if me not in users:  # presence store unavailable: at least you are here
             users = sorted([*users, me], key=lambda u: u["username"].lower())
+        # Where live delivery starts is read before presence is sent: a message committed once the
+        # client holds its presence event (its own first send, a peer's answer) is past that point.
+        replay = await self._read_replay(since)
         await self.send_event({"type": "presence", "room": room.name, "users": users})
         if since_error:
             await self.send_error("bad_request", since_error)
-        await self._replay(since)
+        await self._replay(*replay)
         if first:
             await self._room_send("chat.member", text=encode(member_event("join", room=room, user=self.user)))
         self.tasks.append(asyncio.create_task(self._close_at_expiry()))
@@ -332,14 +335,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _room_send(self, handler: str, **fields) -> None:
         await group_send(room_group(self.room.pk), {"type": handler, **fields})
 
-    async def _replay(self, since: int | None) -> None:
+    async def _read_replay(self, since: int | None) -> tuple[list, int]:
+        """The messages after `since` to replay, and the room's last seq at the same moment."""
         if since is None:
-            last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=self.room.pk)
-            messages = []
-        else:
-            messages, last_seq = await database_sync_to_async(selectors.message_replay)(
-                room_id=self.room.pk, after=since, limit=settings.CHAT_REPLAY_LIMIT
-            )
+            return [], await database_sync_to_async(selectors.room_last_seq)(room_id=self.room.pk)
+        return await database_sync_to_async(selectors.message_replay)(
+            room_id=self.room.pk, after=since, limit=settings.CHAT_REPLAY_LIMIT
+        )
+
+    async def _replay(self, messages: list, last_seq: int) -> None:
         # Live delivery resumes after the room's newest message; a client more than
         # CHAT_REPLAY_LIMIT behind pages the rest with GET /messages?after=. A since beyond
         # the newest message (a client of a reset database) still gets every new message.

@@ -251,6 +251,28 @@ REFUSED_TOKENS = [
 ]
 
 
+async def test_a_message_committed_right_after_presence_is_delivered(sockets, alice, bob, general, monkeypatch):
+    # The client holds its presence event and may send at once (or a peer answers it): such a
+    # message must not count as older than the socket. Here it is committed the moment presence
+    # has gone out, before the consumer does anything else.
+    from chat.consumers import RoomConsumer
+
+    committed = []
+    send_event = RoomConsumer.send_event
+
+    async def send_then_commit(self, event):
+        await send_event(self, event)
+        if event["type"] == "presence" and not committed:
+            committed.append(await create_message(room=general, user=bob, content="right after presence"))
+
+    monkeypatch.setattr(RoomConsumer, "send_event", send_then_commit)
+    communicator = await connect(sockets, alice)
+
+    assert (await receive(communicator))["type"] == "presence"
+    events = await receive_all(communicator, 2)  # the message and alice's own join, in either order
+    assert message_event(committed[0]) in events and member_event("join", alice) in events
+
+
 @pytest.mark.parametrize("make_token", REFUSED_TOKENS)
 async def test_refused_token_is_accepted_then_closed_4001_with_no_event(sockets, alice, bob, make_token):
     listener = await enter(sockets, bob)

@@ -26,6 +26,12 @@ def outcome_summary(outcome) -> tuple:
     return (type(outcome).__name__, getattr(outcome, "code", None))
 
 
+def assert_stored_as_returned(returned: list[Message]) -> None:
+    """Each message a batch returned is the row stored under its id, as every client sees it."""
+    stored = Message.objects.select_related("room", "user").in_bulk([m.pk for m in returned])
+    assert [message_payload(m) for m in returned] == [message_payload(stored[m.pk]) for m in returned]
+
+
 @pytest.mark.django_db
 def test_a_batch_gets_one_outcome_per_request_in_order_and_seqs_per_room(
     monkeypatch, django_capture_on_commit_callbacks
@@ -105,8 +111,7 @@ def test_the_messages_a_batch_returns_are_the_stored_rows(general):
 
     returned = [outcome.message for outcome in message_create_many(requests)]
 
-    stored = Message.objects.select_related("room", "user").in_bulk([m.pk for m in returned])
-    assert [message_payload(m) for m in returned] == [message_payload(stored[m.pk]) for m in returned]
+    assert_stored_as_returned(returned)
     assert all(not m._state.adding for m in returned)  # saved models: a later save() updates, never inserts
 
 
@@ -122,8 +127,7 @@ def test_a_batch_over_the_parameter_limit_is_inserted_in_several_statements(gene
         ]
 
     assert [q["sql"].split()[0].upper() for q in queries.captured_queries].count("INSERT") == 3
-    stored = Message.objects.select_related("room", "user").in_bulk([m.pk for m in returned])
-    assert [message_payload(m) for m in returned] == [message_payload(stored[m.pk]) for m in returned]
+    assert_stored_as_returned(returned)
     assert [m.seq for m in returned] == [1, 2, 3, 4, 5]
 
 
@@ -135,8 +139,7 @@ def test_without_insert_returning_the_batch_is_stored_all_the_same(general, monk
 
     returned = [outcome.message for outcome in message_create_many(requests)]
 
-    stored = Message.objects.select_related("room", "user").in_bulk([m.pk for m in returned])
-    assert [message_payload(m) for m in returned] == [message_payload(stored[m.pk]) for m in returned]
+    assert_stored_as_returned(returned)
     assert [(m.room.name, m.seq, m.content) for m in returned] == [
         ("general", 1, "general 1"),
         ("other", 1, "other 1"),

@@ -26,7 +26,7 @@ from django.db import close_old_connections, connections, reset_queries
 
 class PooledASGIHandler(ASGIHandler):
     def __init__(self):
-        self._threads = ThreadPoolExecutor(max_workers=settings.HTTP_THREADS, thread_name_prefix="http")
+        self.threads = ThreadPoolExecutor(max_workers=settings.HTTP_THREADS, thread_name_prefix="http")
         self._own_thread_paths = frozenset(settings.HTTP_OWN_THREAD_PATHS)
         super().__init__()
 
@@ -38,7 +38,7 @@ class PooledASGIHandler(ASGIHandler):
             return await sync_to_async(self._respond_once, thread_sensitive=True)(request)
         # asgiref's sync_to_async, not run_in_executor: async_to_sync in a view (a publish to the
         # channel layer) must reach this event loop, not a loop of its own.
-        return await sync_to_async(self._respond, thread_sensitive=False, executor=self._threads)(request)
+        return await sync_to_async(self._respond, thread_sensitive=False, executor=self.threads)(request)
 
     def _respond(self, request):
         # Django runs these on request_started and request_finished, in a thread of their own; the

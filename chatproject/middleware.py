@@ -19,7 +19,11 @@ _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 def request_id_for(request) -> str:
     """The caller's X-Request-ID when it is a short printable id, else a new one."""
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    return request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
+
+
+def request_id_from(incoming: str) -> str:
+    """`incoming` (an X-Request-ID value) when it is a short printable id, else a new id."""
     # Anything the redactor would alter (a token sent by mistake) is neither echoed nor logged.
     if _VALID_REQUEST_ID.fullmatch(incoming) and redact(incoming) == incoming:
         return incoming
@@ -70,14 +74,19 @@ class RequestLogMiddleware:
 
     def _answered(self, request, response, started: float):
         response[REQUEST_ID_HEADER] = request.request_id
-        logger.log(
-            logging.ERROR if response.status_code >= 500 else logging.INFO,
-            "http.request",
-            extra={
-                "method": request.method,
-                "path": request.path,  # never the query string: it may carry ?token=
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-            },
-        )
+        log_answer(request.method, request.path, response.status_code, started)
         return response
+
+
+def log_answer(method: str, path: str, status: int, started: float) -> None:
+    """The request's log line; `path` never with the query string, which may carry ?token=."""
+    logger.log(
+        logging.ERROR if status >= 500 else logging.INFO,
+        "http.request",
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )

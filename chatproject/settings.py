@@ -128,6 +128,9 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
 # Threads that run HTTP requests (middleware and view), started as requests need them and kept;
 # each keeps its SQLite connection (chatproject/handler.py).
 HTTP_THREADS = env.int("HTTP_THREADS", default=32)
+# A plain GET /messages/<room> is answered below Django's request handling, on the same threads
+# (chat/fast_history.py); off, Django answers it like every other request.
+HISTORY_FAST_PATH = env.bool("HISTORY_FAST_PATH", default=True)
 # Requests that may wait long for a password hashing slot: each on a thread of its own, as Django
 # runs every request, so that a burst of logins never holds the threads the rest of the API needs.
 HTTP_OWN_THREAD_PATHS = ("/token", "/register")

@@ -57,7 +57,7 @@ def handler(settings):
     seen_connections.clear()
     handler = PooledASGIHandler()
     yield handler
-    handler._threads.shutdown()
+    handler.threads.shutdown()
 
 
 async def get(handler, path: str) -> tuple[int, dict]:

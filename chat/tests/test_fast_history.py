@@ -1,0 +1,293 @@
+"""chat.fast_history: the plain GET /messages/<room> answered below Django, byte for byte as Django answers it.
+
+Each request is sent twice, through the ASGI applications the server runs: once to Django's handler
+alone (HISTORY_FAST_PATH off) and once to the fast path in front of it. The two answers must be equal
+in status, headers (the request id aside, when the client sent none) and body; a recorder in front
+of Django notes which requests the fast path passed on, so a fast path that answered nothing would fail.
+"""
+
+import random
+from datetime import timedelta
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from rest_framework.renderers import JSONRenderer
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+from accounts.tests.factories import UserFactory
+from accounts.tokens import token_pair_issue
+from chat.fast_history import FastHistory, render
+from chat.tests.factories import RoomFactory, make_message
+from chatproject.handler import PooledASGIHandler
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+class Recorder:
+    """Django's application, noting the path of each request that reaches it."""
+
+    def __init__(self, app):
+        self.app = app
+        self.paths: list[str] = []
+
+    async def __call__(self, scope, receive, send):
+        self.paths.append(scope["path"])
+        await self.app(scope, receive, send)
+
+
+class Servers:
+    """Django alone, and the fast path in front of (a recorder in front of) Django."""
+
+    def __init__(self):
+        self.django = PooledASGIHandler()
+        self.recorder = Recorder(self.django)
+        self.fast = FastHistory(self.recorder, threads=self.django.threads)
+
+    def close(self):
+        self.django.threads.shutdown()
+
+
+@pytest.fixture
+def servers(settings):
+    settings.HTTP_THREADS = 2
+    built = []
+
+    def build() -> Servers:  # after the test's settings: middleware and headers are read when built
+        built.append(Servers())
+        return built[-1]
+
+    yield build
+    for each in built:
+        each.close()
+
+
+async def call(app, path, *, query="", headers=(), method="GET", body=b"", scheme="http", host="localhost"):
+    headers = [(b"host", host.encode()), *((name.lower().encode(), value.encode()) for name, value in headers)]
+    if body:
+        headers.append((b"content-length", str(len(body)).encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": headers,
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+    }
+    communicator = ApplicationCommunicator(app, scope)
+    await communicator.send_input({"type": "http.request", "body": body})
+    start = await communicator.receive_output(10)
+    content = b""
+    while True:
+        message = await communicator.receive_output(10)
+        content += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    names = [name.decode().lower() for name, _ in start["headers"]]
+    assert len(names) == len(set(names)), names
+    answer_headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+    return start["status"], answer_headers, content
+
+
+async def both(servers: Servers, path: str, **request) -> tuple[tuple, tuple, bool]:
+    """Django's answer, the fast path's answer, and whether the fast path passed the request on."""
+    django = await call(servers.django, path, **request)
+    before = len(servers.recorder.paths)
+    fast = await call(servers.fast, path, **request)
+    return django, fast, len(servers.recorder.paths) > before
+
+
+def without_request_id(answer):
+    status, headers, body = answer
+    return status, {name: value for name, value in headers.items() if name != "x-request-id"}, body
+
+
+@pytest.fixture
+def history(user):
+    room = RoomFactory(name="general")
+    for content in ["hello", 'quote " and \\ backslash', "line\nbreak\ttab", "emoji \U0001f600 é", "sep \u2028 \u2029"]:
+        make_message(room=room, user=user, content=content)
+    make_message(room=room, user=UserFactory(username="bob"), content="with id", client_id="c-1")
+    for n in range(6):
+        make_message(room=room, user=user, content=f"message {n}")
+    RoomFactory(name="empty")
+    return room
+
+
+@pytest.fixture
+def auth(user) -> tuple[str, str]:
+    return ("Authorization", f"Bearer {token_pair_issue(user=user).access_token}")
+
+
+ANSWERED_FAST = [
+    ("/messages/general", ""),
+    ("/messages/general", "limit=5"),
+    ("/messages/general", "skip=2&limit=3"),
+    ("/messages/general", "before=4"),
+    ("/messages/general", "after=2"),
+    ("/messages/general", "after=0&limit=100"),
+    ("/messages/general", "limit=3&before=9&skip=1"),
+    ("/messages/general", "before=0"),
+    ("/messages/general", "limit=1&skip=1000"),
+    ("/messages/empty", ""),
+]
+
+
+@pytest.mark.parametrize(("path", "query"), ANSWERED_FAST)
+async def test_a_plain_request_is_answered_fast_exactly_as_django_answers_it(servers, history, auth, path, query):
+    django, fast, passed_on = await both(servers(), path, query=query, headers=[auth])
+
+    assert not passed_on
+    assert django[0] == 200
+    assert without_request_id(fast) == without_request_id(django)
+    assert len(fast[1]["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize("accept", ["*/*", "application/json"])
+async def test_the_json_accept_headers_are_answered_fast(servers, history, auth, accept):
+    django, fast, passed_on = await both(servers(), "/messages/general", headers=[auth, ("Accept", accept)])
+
+    assert not passed_on
+    assert without_request_id(fast) == without_request_id(django)
+
+
+async def test_the_callers_request_id_is_echoed(servers, history, auth):
+    headers = [auth, ("X-Request-ID", "trace-42")]
+    django, fast, passed_on = await both(servers(), "/messages/general", headers=headers)
+
+    assert not passed_on
+    assert fast == django
+    assert fast[1]["x-request-id"] == "trace-42"
+
+
+def expired_token(user) -> str:
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    return str(token)
+
+
+@pytest.fixture
+def bad_authorizations(user) -> dict[str, str]:
+    inactive = UserFactory(username="inactive", is_active=False)
+    gone = UserFactory(username="gone")
+    gone_token = token_pair_issue(user=gone).access_token
+    gone.delete()
+    good = token_pair_issue(user=user).access_token
+    return {
+        "none": "",
+        "scheme only": "Bearer",
+        "other scheme": f"Token {good}",
+        "three parts": f"Bearer {good} extra",
+        "tampered": f"Bearer {good[:-2]}xx",
+        "expired": f"Bearer {expired_token(user)}",
+        "refresh token": f"Bearer {RefreshToken.for_user(user)}",
+        "inactive user": f"Bearer {token_pair_issue(user=inactive).access_token}",
+        "deleted user": f"Bearer {gone_token}",
+    }
+
+
+async def test_every_bad_token_is_answered_by_django(servers, history, bad_authorizations):
+    built = servers()
+    for name, value in bad_authorizations.items():
+        headers = [("Authorization", value)] if value else []
+        django, fast, passed_on = await both(built, "/messages/general", headers=headers)
+
+        assert passed_on, name
+        assert django[0] == 401, name
+        assert without_request_id(fast) == without_request_id(django), name
+
+
+PASSED_ON = [
+    ("/messages/nowhere", "", {}),
+    ("/messages/general/", "", {}),
+    ("/messages/", "", {}),
+    ("/messages/general", "limit=0", {}),
+    ("/messages/general", "limit=101", {}),
+    ("/messages/general", "limit=abc", {}),
+    ("/messages/general", "limit=5.0", {}),
+    ("/messages/general", "limit=+5", {}),
+    ("/messages/general", "limit=", {}),
+    ("/messages/general", "limit", {}),
+    ("/messages/general", "limit=5&limit=6", {}),
+    ("/messages/general", "before=-1", {}),
+    ("/messages/general", f"after={2**62 + 1}", {}),
+    ("/messages/general", "skip=1000000001", {}),
+    ("/messages/general", "format=json", {}),
+    ("/messages/general", "limit=5&", {}),
+    ("/messages/general", "", {"headers": [("Accept", "text/html")]}),
+    ("/messages/general", "", {"headers": [("Accept", "application/json; indent=4")]}),
+    ("/messages/general", "", {"headers": [("Accept", "application/json, text/html")]}),
+    ("/messages/general", "", {"host": "evil.example.com"}),
+    ("/messages/general", "", {"method": "HEAD"}),
+    ("/messages/general", "", {"method": "OPTIONS"}),
+    ("/messages/general", "", {"body": b"{}"}),
+]
+
+
+@pytest.mark.parametrize(("path", "query", "extra"), PASSED_ON)
+async def test_anything_else_is_answered_by_django(servers, history, auth, path, query, extra):
+    extra = dict(extra)
+    headers = [auth, *extra.pop("headers", [])]
+    django, fast, passed_on = await both(servers(), path, query=query, headers=headers, **extra)
+
+    assert passed_on
+    assert without_request_id(fast) == without_request_id(django)
+
+
+async def test_behind_a_tls_proxy_https_is_answered_fast_with_hsts_and_plain_http_is_redirected_by_django(
+    servers, settings, history, auth
+):
+    settings.ALLOWED_HOSTS = ["chat.example.com"]
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_HSTS_PRELOAD = True
+    built = servers()
+    request = {"host": "chat.example.com", "headers": [auth, ("X-Forwarded-Proto", "https")]}
+
+    django, fast, passed_on = await both(built, "/messages/general", **request)
+    assert not passed_on
+    assert without_request_id(fast) == without_request_id(django)
+    assert fast[1]["strict-transport-security"] == "max-age=3600; includeSubDomains; preload"
+
+    django, fast, passed_on = await both(built, "/messages/general", host="chat.example.com", headers=[auth])
+    assert passed_on
+    assert django[0] == 301
+    assert without_request_id(fast) == without_request_id(django)
+
+    spoofed = {"host": "chat.example.com", "headers": [auth, ("X-Forwarded-Proto", "http, https")]}
+    django, fast, passed_on = await both(built, "/messages/general", **spoofed)
+    assert passed_on
+    assert without_request_id(fast) == without_request_id(django)
+
+
+async def test_a_fast_answer_logs_the_line_django_logs(servers, history, user, auth, json_log):
+    headers = [auth, ("X-Request-ID", "trace-7")]
+    await both(servers(), "/messages/general", query="limit=2", headers=headers)
+
+    django_line, fast_line = json_log.events("http.request")
+    fields = ("level", "logger", "event", "method", "path", "status", "request_id", "user_id")
+    assert {key: fast_line[key] for key in fields} == {key: django_line[key] for key in fields}
+    assert fast_line["request_id"] == "trace-7"
+    assert fast_line["user_id"] == user.pk
+
+
+def test_render_gives_the_bytes_of_drfs_json_renderer():
+    rng = random.Random(7)
+    ranges = [(0, 0x7F), (0x80, 0x7FF), (0x2020, 0x202F), (0x800, 0xD7FF), (0xE000, 0xFFFF), (0x10000, 0x10FFFF)]
+    for _ in range(3000):
+        text = "".join(chr(rng.randint(*rng.choice(ranges))) for _ in range(rng.randint(0, 16)))
+        data = [{"id": rng.randint(0, 2**62), "content": text, "client_id": None, "user": {"username": text}}]
+
+        assert render(data) == JSONRenderer().render(data), repr(text)
+
+
+def test_a_string_render_cannot_encode_raises_so_django_answers():
+    with pytest.raises(TypeError):
+        render([{"content": "lone \ud800 surrogate"}])

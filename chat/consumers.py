@@ -13,7 +13,7 @@ from django.conf import settings
 
 from chat import selectors, services
 from chat.events import encode, group_send, member_event, message_event, room_group, user_group
-from chat.frames import direct_writer, event_frame
+from chat.frames import direct_writer, event_frame, event_frames
 from chat.hub import hub
 from chat.logs import log_ws
 from chat.middleware import AUTH_UNAVAILABLE
@@ -228,6 +228,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         kind = event["type"]
         if kind == "chat.message":  # a committed message: sent in seq order
             self.backlog.append(("message", event["seq"], self._item(event)))
+        elif kind == "chat.messages":  # several of one commit, in seq order
+            frames = event_frames(event) if self.write_frame is not None else None
+            for n, (seq, text) in enumerate(event["messages"]):
+                self.backlog.append(("message", seq, (text, frames[n] if frames else None)))
         elif kind == "chat.typing":  # to everyone but the typist
             if event["user_id"] == self.user.pk:
                 return None
@@ -261,24 +265,37 @@ class RoomConsumer(AsyncWebsocketConsumer):
     def _flush(self):
         """Write what the backlog holds as direct frames; a coroutine for the rest, or None.
 
+        Everything the backlog releases goes out in one write (the frames of a commit's messages
+        together), as far as it has frames and the socket takes them; the rest goes through `_emit`.
         None also while the socket is still joining (no orderer yet: events wait in the backlog)
         and while a send is under way (`emitting`: new events join the backlog, never overtake it).
         """
         if self.orderer is None or self.emitting:
             return None
+        released = []
         try:
             while self.backlog and not self.closed:
-                items = self._ordered(*self.backlog.popleft())
-                for n, (_text, frame) in enumerate(items):
-                    if frame is None or not self.write_frame(frame):
-                        # Released by the orderer already: what is left goes on unordered ("raw").
-                        self.backlog.extendleft(("raw", None, rest) for rest in reversed(items[n:]))
-                        return self._emit()
+                released.extend(self._ordered(*self.backlog.popleft()))
+            written = self._write_frames(released)
         except Exception:
             self._gone()
             return None
+        if written < len(released):
+            # Released by the orderer already: what is left goes on unordered ("raw").
+            self.backlog.extendleft(("raw", None, rest) for rest in reversed(released[written:]))
+            return self._emit()
         self._watch_holes()
         return None
+
+    def _write_frames(self, items: list) -> int:
+        """Write the leading items that have frames in one direct write; how many were written."""
+        count = 0
+        while count < len(items) and items[count][1] is not None:
+            count += 1
+        if count == 0:
+            return 0
+        data = items[0][1] if count == 1 else b"".join(frame for _text, frame in items[:count])
+        return count if self.write_frame(data) else 0
 
     async def _emit(self) -> None:
         """The backlog through the ASGI send, in order; the one way room events leave that can wait."""

@@ -102,14 +102,20 @@ def _group_send(group: str, message: dict) -> bool:
 
 
 async def apublish_messages(messages: list[Message]) -> list[bool]:
-    """Broadcast committed messages, in order (sockets: chat.message); one flag per message: did it
-    reach the layer."""
-    return [
-        await group_send(
-            room_group(m.room_id), {"type": "chat.message", "seq": m.seq, "text": encode(message_event(m))}
-        )
-        for m in messages
-    ]
+    """Broadcast committed messages, one layer message per room (sockets: chat.message for one,
+    chat.messages for several, in seq order); one flag per message: did it reach the layer."""
+    by_room: dict[int, list[Message]] = {}
+    for m in messages:
+        by_room.setdefault(m.room_id, []).append(m)
+    reached = {}
+    for room_id, batch in by_room.items():
+        batch.sort(key=lambda m: m.seq)
+        if len(batch) == 1:
+            event = {"type": "chat.message", "seq": batch[0].seq, "text": encode(message_event(batch[0]))}
+        else:
+            event = {"type": "chat.messages", "messages": [[m.seq, encode(message_event(m))] for m in batch]}
+        reached[room_id] = await group_send(room_group(room_id), event)
+    return [reached[m.room_id] for m in messages]
 
 
 def publish_messages(messages: list[Message]) -> list[bool]:

@@ -38,6 +38,14 @@ def event_frame(event: dict) -> bytes:
     return frame
 
 
+def event_frames(event: dict) -> list[bytes]:
+    """The frames of a chat.messages event, one per message, built once and kept in the event."""
+    frames = event.get("frames")
+    if frames is None:
+        frames = event["frames"] = [text_frame(text) for _seq, text in event["messages"]]
+    return frames
+
+
 def direct_writer(send) -> Callable[[bytes], bool] | None:
     """For an ASGI `send` of uvicorn's sansio WebSocket protocol: write(frame) -> written?"""
     protocol = getattr(send, "__self__", None)

@@ -1016,6 +1016,30 @@ async def test_a_lost_publish_is_filled_from_the_database_in_order_once(sockets,
     assert await silent(first_socket, second_socket, timeout=GAP_FILL_TIMEOUT / 3)
 
 
+async def test_the_messages_of_one_commit_arrive_in_seq_order_once(sockets, alice, bob, general, monkeypatch):
+    listener = await enter(sockets, alice)
+    monkeypatch.setattr("chat.services.publish_messages", lambda messages: [True] * len(messages))
+    messages = [await create_message(room=general, user=bob, content=f"m{n}") for n in (1, 2, 3)]
+
+    assert await events.apublish_messages([messages[2], messages[0], messages[1]]) == [True] * 3
+
+    assert await receive_all(listener, 3) == [message_event(m) for m in messages]
+    assert await silent(listener, timeout=GAP_FILL_TIMEOUT / 3)
+
+
+async def test_a_commit_published_after_a_hole_waits_for_it_from_the_database(
+    sockets, alice, bob, general, monkeypatch
+):
+    listener = await enter(sockets, alice)
+    monkeypatch.setattr("chat.services.publish_messages", lambda messages: [True] * len(messages))
+    messages = [await create_message(room=general, user=bob, content=f"m{n}") for n in (1, 2, 3)]
+
+    await events.apublish_messages(messages[1:])  # the publish of m1 is lost
+
+    assert await receive_all(listener, 3, timeout=GAP_FILL_TIMEOUT) == [message_event(m) for m in messages]
+    assert await silent(listener, timeout=GAP_FILL_TIMEOUT / 3)
+
+
 async def test_a_publish_placed_directly_on_the_group_ahead_of_a_hole_waits_for_it(
     sockets, alice, bob, general, channel_layer, monkeypatch
 ):

@@ -1,14 +1,21 @@
 """chat.frames: one frame per event, written to uvicorn's sockets directly, and only when that is safe."""
 
 import asyncio
+import json
 import socket
 
 import pytest
 import uvicorn
+from asgiref.sync import sync_to_async
 from websockets.asyncio.client import connect
 from websockets.frames import Opcode
 
-from chat.frames import direct_writer, event_frame, text_frame
+from accounts.tests.factories import UserFactory
+from accounts.tokens import token_pair_issue
+from chat import events
+from chat.frames import direct_writer, event_frame, event_frames, text_frame
+from chat.models import Room
+from chat.tests.factories import make_message
 from chat.tests.wire import parse_frame
 
 
@@ -124,3 +131,36 @@ async def test_a_paused_transport_or_a_sent_close_refuses_direct_frames():
 
     assert received == ["one", "two"]
     assert outcome == {"open": True, "paused": False, "resumed": True, "closing": False}
+
+
+def test_the_frames_of_a_commit_are_built_once_in_order_and_kept_in_the_event():
+    event = {"type": "chat.messages", "messages": [[1, '{"seq": 1}'], [2, "héllo"]]}
+
+    frames = event_frames(event)
+
+    assert frames == [text_frame('{"seq": 1}'), text_frame("héllo")]
+    assert event_frames(event) is frames
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_a_commits_messages_reach_a_uvicorn_socket_in_seq_order(monkeypatch):
+    """The chat application on uvicorn's sansio protocol: the frames of one commit, released by the
+    socket's orderer, go out directly (in one write) and read back as the messages, in seq order."""
+    from chatproject.asgi import application
+
+    alice = await sync_to_async(UserFactory)(username="alice")
+    general = await sync_to_async(Room.objects.get)(name="general")
+    token = await sync_to_async(lambda: token_pair_issue(user=alice).access_token)()
+    monkeypatch.setattr("chat.services.publish_messages", lambda messages: [True] * len(messages))
+    async with Server(application) as server:
+        url = f"ws://127.0.0.1:{server.port}/ws/general?token={token}"
+        async with connect(url, compression=None) as client:
+            assert [json.loads(await client.recv())["type"] for _ in range(2)] == ["presence", "join"]
+            messages = [
+                await sync_to_async(make_message)(room=general, user=alice, content=f"m{n}") for n in range(1, 6)
+            ]
+            await events.apublish_messages([*messages[2:], *messages[:2]])
+
+            received = [json.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(5)]
+
+    assert received == [events.message_event(m) for m in messages]

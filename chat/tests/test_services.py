@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
 from chat import services
-from chat.events import room_group
+from chat.events import apublish_messages, encode, message_event, room_group
 from chat.models import AuditEntry, Message, Mute, Room
 from chat.services import MessageRejected, message_create
 from chat.tests.factories import RoomFactory
@@ -236,6 +236,40 @@ def _receive(channel: str, timeout: float):
             return None
 
     return async_to_sync(receive)()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_is_published_as_one_layer_message_per_room_in_seq_order(user, monkeypatch):
+    first_room, second_room = RoomFactory(name="first"), RoomFactory(name="second")
+    monkeypatch.setattr(services, "publish_messages", lambda messages: [True] * len(messages))
+    a1, b1, a2 = (
+        message_create(room=room, user=user, content=content).message
+        for room, content in ((first_room, "a1"), (second_room, "b1"), (first_room, "a2"))
+    )
+    layer = get_channel_layer()
+    channels = {room.pk: async_to_sync(layer.new_channel)() for room in (first_room, second_room)}
+    for room_id, channel in channels.items():
+        async_to_sync(layer.group_add)(room_group(room_id), channel)
+
+    assert async_to_sync(apublish_messages)([a2, b1, a1]) == [True, True, True]
+
+    def event_text(message):
+        return encode(message_event(message))
+
+    assert _receive(channels[first_room.pk], timeout=5) == {
+        "type": "chat.messages",
+        "group": room_group(first_room.pk),
+        "messages": [[1, event_text(a1)], [2, event_text(a2)]],
+    }
+    assert _receive(channels[second_room.pk], timeout=5) == {
+        "type": "chat.message",
+        "group": room_group(second_room.pk),
+        "seq": 1,
+        "text": event_text(b1),
+    }
+    assert _receive(channels[first_room.pk], timeout=0.3) is None
+    for room_id, channel in channels.items():
+        async_to_sync(layer.group_discard)(room_group(room_id), channel)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,10 +17,14 @@ Everything else goes to Django untouched, before anything of the request is read
 there exactly as before, errors included: another method or path, a missing or bad token, an inactive
 or deleted user, an unknown room, a query parameter that is not one of limit / skip / before / after
 written as plain digits within its bounds, a repeated parameter, an Accept header other than
-`application/json` or `*/*`, a body, a host not in ALLOWED_HOSTS, a plain-HTTP request where HTTPS is
-required, and any exception on the way. So the contract has one implementation, Django's, and this
-path is a cache of its answer for the common case; `chat/tests/test_fast_history.py` compares the two
-answers, status, headers and body, for every kind of request.
+`application/json` or `*/*`, a body or a Content-Type, a session or CSRF cookie Django would replace, a
+host not in ALLOWED_HOSTS, a plain-HTTP request where HTTPS is required, and any exception on the way.
+After a database error the path stands aside for a few seconds, so that a client waiting for a pooled
+connection waits once, in Django. Settings the path does not follow (`applicable`) turn it off.
+
+So the contract has one implementation, Django's, and this path is a cache of its answer for the
+common case: `chat/tests/test_fast_history.py` compares the two answers, status, headers (in order)
+and body bytes, for every kind of request, and `tests/test_server_http.py` on real server processes.
 """
 
 import asyncio
@@ -32,8 +36,14 @@ from dataclasses import dataclass
 
 import orjson
 from django.conf import settings
-from django.db import close_old_connections, reset_queries
+from django.db import DatabaseError, close_old_connections, reset_queries
+from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
+from django.middleware.csrf import InvalidTokenFormat, _check_token_format
+from rest_framework.fields import empty
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.settings import api_settings as drf_settings
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from accounts.authentication import BearerAuthentication
@@ -42,6 +52,7 @@ from chat import selectors, sql
 from chat.events import message_payload_from_row
 from chat.models import Room
 from chat.serializers import MessageListQuerySerializer
+from chat.views import MessagesView
 from chatproject.logs import log_context
 from chatproject.middleware import REQUEST_ID_HEADER, log_answer, request_id_from
 from chatproject.security import CONTENT_SECURITY_POLICY
@@ -51,12 +62,41 @@ logger = logging.getLogger("chat.http")
 PREFIX = "/messages/"
 # limit=50&before=1234: names from the serializer, values plain digits (no sign, space or decimal point).
 _PARAMETER = re.compile(rb"([a-z]+)=([0-9]{1,19})")
-_ACCEPTED = frozenset({b"", b"*/*", b"application/json"})
+_ACCEPTED = frozenset({b"*/*", b"application/json"})
+DATABASE_PAUSE_SECONDS = 5.0
+
+
+def applicable() -> bool:
+    """Whether Django's answer depends only on what this path reads, under the running settings."""
+    view = MessagesView
+    return (
+        jwt_settings.USER_ID_FIELD == "id"  # room_for_active_user reads the user by id
+        and not jwt_settings.CHECK_REVOKE_TOKEN  # a check on the password hash: Django's
+        and jwt_settings.AUTH_HEADER_NAME == "HTTP_AUTHORIZATION"
+        and list(view.authentication_classes) == [BearerAuthentication]
+        and list(view.permission_classes) == [IsAuthenticated]
+        and not view.throttle_classes
+        and list(view.renderer_classes) == [JSONRenderer]
+        and view.versioning_class is None
+        and drf_settings.UNICODE_JSON
+        and drf_settings.COMPACT_JSON  # render: compact UTF-8, as orjson writes
+        and not settings.FORCE_SCRIPT_NAME
+        and not settings.USE_X_FORWARDED_HOST
+        and not settings.DISALLOWED_USER_AGENTS
+        and not settings.PREPEND_WWW
+        and not settings.CSRF_USE_SESSIONS
+    )
 
 
 def _bounds() -> dict[str, tuple[int, int]]:
     fields = MessageListQuerySerializer().fields
     return {name: (field.min_value, field.max_value) for name, field in fields.items()}
+
+
+def _defaults() -> dict[str, int]:
+    """The serializer's defaults (limit, skip): what Django's view passes when a parameter is absent."""
+    fields = MessageListQuerySerializer().fields
+    return {name: field.default for name, field in fields.items() if field.default is not empty}
 
 
 def query_arguments(query: bytes, bounds: dict[str, tuple[int, int]]) -> dict[str, int] | None:
@@ -79,12 +119,33 @@ def query_arguments(query: bytes, bounds: dict[str, tuple[int, int]]) -> dict[st
 
 
 def _header_values(scope) -> dict[bytes, bytes]:
-    """Header values by lower-case name, repeats joined with a comma (as Django's ASGIRequest does)."""
+    """Header values by lower-case name, repeats joined with a comma and names with an underscore
+    left out (as Django's ASGIRequest does)."""
     values: dict[bytes, bytes] = {}
     for name, value in scope["headers"]:
         name = name.lower()
+        if b"_" in name:
+            continue
         values[name] = values[name] + b"," + value if name in values else value
     return values
+
+
+def cookies_left_alone(header: bytes | None) -> bool:
+    """True when Django's session and CSRF middleware would add no Set-Cookie (nor Vary) for these
+    cookies: no session cookie or a well-formed one, no CSRF cookie or a well-formed one."""
+    if header is None:
+        return True
+    cookies = parse_cookie(header.decode("latin-1"))
+    session_key = cookies.get(settings.SESSION_COOKIE_NAME)
+    if session_key is not None and len(session_key) < 8:  # SessionBase._validate_session_key
+        return False
+    csrf_secret = cookies.get(settings.CSRF_COOKIE_NAME)
+    if csrf_secret is not None:
+        try:
+            _check_token_format(csrf_secret)
+        except InvalidTokenFormat:
+            return False
+    return True
 
 
 def is_secure(scope, headers: dict[bytes, bytes]) -> bool:
@@ -97,44 +158,55 @@ def is_secure(scope, headers: dict[bytes, bytes]) -> bool:
     return scope.get("scheme") == "https"
 
 
-def response_headers(*, secure: bool) -> list[tuple[bytes, bytes]]:
-    """The headers Django and DRF give a 200 answer of the history view, in their order, less
-    Content-Length and the request id (SecurityMiddleware, XFrameOptionsMiddleware,
-    ContentSecurityPolicyMiddleware, DRF's Allow)."""
-    headers = [("Content-Type", "application/json"), ("Allow", "GET, POST, HEAD, OPTIONS")]
-    if settings.X_FRAME_OPTIONS:
-        headers.append(("X-Frame-Options", settings.X_FRAME_OPTIONS.upper()))
+def response_headers(*, secure: bool) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """The headers Django and DRF give a 200 answer of the history view, in their order, as the
+    parts before and after Content-Length (the request id comes last): DRF's Content-Type and Allow,
+    XFrameOptionsMiddleware, CommonMiddleware's Content-Length, SecurityMiddleware,
+    ContentSecurityPolicyMiddleware."""
+    view = MessagesView()
+    view.setup(None)  # as as_view() does per request: HEAD answers as GET
+    allow = ", ".join(view.allowed_methods)
+    before = [
+        ("Content-Type", "application/json"),
+        ("Allow", allow),
+        ("X-Frame-Options", settings.X_FRAME_OPTIONS.upper()),
+    ]
+    after = []
     if secure and settings.SECURE_HSTS_SECONDS:
         value = f"max-age={settings.SECURE_HSTS_SECONDS}"
         if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
             value += "; includeSubDomains"
         if settings.SECURE_HSTS_PRELOAD:
             value += "; preload"
-        headers.append(("Strict-Transport-Security", value))
+        after.append(("Strict-Transport-Security", value))
     if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-        headers.append(("X-Content-Type-Options", "nosniff"))
+        after.append(("X-Content-Type-Options", "nosniff"))
     policy = settings.SECURE_REFERRER_POLICY
     if policy:
         values = policy.split(",") if isinstance(policy, str) else policy
-        headers.append(("Referrer-Policy", ",".join(value.strip() for value in values)))
+        after.append(("Referrer-Policy", ",".join(value.strip() for value in values)))
     if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-        headers.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
-    headers.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
-    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        after.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
+    after.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+
+    def encoded(headers):
+        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+    return encoded(before), encoded(after)
 
 
 def room_for_active_user(*, name: str, user_id: int) -> Room | None:
-    """The room (id and name only) when it exists and the user is active, in one query: what
+    """The room (id and stored name) when it exists and the user is active, in one query: what
     `BearerAuthentication.get_user` and `selectors.room_get` check, read without building querysets."""
-    found = sql.rows(
+    room_id, stored_name, active = sql.rows(
         f"SELECT (SELECT id FROM {sql.table(Room)} WHERE name = %s), "
+        f"(SELECT name FROM {sql.table(Room)} WHERE name = %s), "
         f"(SELECT is_active FROM {sql.table(User)} WHERE id = %s)",
-        [name, user_id],
-    )
-    room_id, active = found[0]
+        [name, name, user_id],
+    )[0]
     if room_id is None or not active:
         return None
-    return Room(id=room_id, name=name)
+    return Room(id=room_id, name=stored_name)
 
 
 def render(data) -> bytes:
@@ -153,7 +225,6 @@ class Plan:
     arguments: dict[str, int]
     secure: bool
     request_id: str
-    started: float
 
 
 class FastHistory:
@@ -162,35 +233,41 @@ class FastHistory:
     def __init__(self, app, *, threads: Executor):
         self.app = app
         self.threads = threads
-        self.bounds = _bounds()
+        self.enabled = applicable()
+        self.bounds, self.defaults = _bounds(), _defaults()
         self.authentication = BearerAuthentication()
+        self.auth_types = {kind.encode("latin-1") for kind in jwt_settings.AUTH_HEADER_TYPES}
         self.headers = {secure: response_headers(secure=secure) for secure in (False, True)}
-        # room_for_active_user reads the user by id and checks is_active, as get_user does under
-        # these settings; a revocation check on the password (CHECK_REVOKE_TOKEN) leaves it to Django.
-        self.enabled = jwt_settings.USER_ID_FIELD == "id" and not jwt_settings.CHECK_REVOKE_TOKEN
+        self.paused_until = 0.0  # after a database error, Django answers for a while
 
     async def __call__(self, scope, receive, send):
-        plan = self.plan(scope) if scope["type"] == "http" and self.enabled else None
-        if plan is not None:
-            answer = await asyncio.get_running_loop().run_in_executor(self.threads, self.answer, plan)
+        if scope["type"] == "http" and self.enabled and scope["path"].startswith(PREFIX):
+            try:
+                plan = self.plan(scope)
+                answer = None
+                if plan is not None:
+                    answer = await asyncio.get_running_loop().run_in_executor(self.threads, self.answer, plan)
+            except Exception:
+                logger.debug("history fast path: passed on", exc_info=True)
+                answer = None
             if answer is not None:
                 await self.send(send, plan, *answer)
                 return
+            logger.debug("history fast path: passed on")
         await self.app(scope, receive, send)
 
     def plan(self, scope) -> Plan | None:
         """The request's parts when it is one this path answers as Django would; None otherwise."""
-        started = time.perf_counter()
-        path = scope["path"]
-        if scope["method"] != "GET" or not path.startswith(PREFIX) or scope.get("root_path"):
+        room = scope["path"][len(PREFIX) :]
+        if scope["method"] != "GET" or not room or "/" in room or scope.get("root_path"):
             return None
-        room = path[len(PREFIX) :]
-        if not room or "/" in room or settings.FORCE_SCRIPT_NAME or settings.USE_X_FORWARDED_HOST:
+        if time.monotonic() < self.paused_until:
             return None
         headers = _header_values(scope)
-        if b"content-length" in headers or b"transfer-encoding" in headers:
+        if b"content-length" in headers or b"transfer-encoding" in headers or b"content-type" in headers:
             return None
-        if headers.get(b"accept", b"").strip() not in _ACCEPTED:
+        accept = headers.get(b"accept")
+        if accept is not None and accept.strip() not in _ACCEPTED:
             return None
         domain, _ = split_domain_port(headers.get(b"host", b"").decode("latin-1"))
         if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
@@ -198,23 +275,31 @@ class FastHistory:
         secure = is_secure(scope, headers)
         if settings.SECURE_SSL_REDIRECT and not secure:
             return None
+        if not cookies_left_alone(headers.get(b"cookie")):
+            return None
         parts = headers.get(b"authorization", b"").split()
-        if len(parts) != 2 or parts[0] != b"Bearer":
+        if len(parts) != 2 or parts[0] not in self.auth_types:
             return None
         arguments = query_arguments(scope.get("query_string", b""), self.bounds)
         if arguments is None:
             return None
         request_id = request_id_from(headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1"))
-        return Plan(room, parts[1], arguments, secure, request_id, started)
+        return Plan(room, parts[1], {**self.defaults, **arguments}, secure, request_id)
 
-    def answer(self, plan: Plan) -> tuple[int, bytes] | None:
-        """On a request thread: (user id, body) of the page, or None when Django must answer."""
-        reset_queries()
-        close_old_connections()
+    def answer(self, plan: Plan) -> tuple[int, bytes, float] | None:
+        """On a request thread: (user id, body, start time) of the page, or None when Django must answer."""
+        started = time.perf_counter()
         try:
+            reset_queries()
+            close_old_connections()
             with log_context(request_id=plan.request_id):
-                return self._page(plan)
-        except Exception:  # a bad token, a database error: Django answers, and logs what it meets
+                page = self._page(plan)
+            return None if page is None else (*page, started)
+        except DatabaseError:
+            self.paused_until = time.monotonic() + DATABASE_PAUSE_SECONDS
+            logger.debug("history fast path: database error; Django answers for a while", exc_info=True)
+            return None
+        except Exception:  # a bad token, a string orjson refuses: Django answers, and logs what it meets
             logger.debug("history fast path: Django answers", exc_info=True)
             return None
         finally:
@@ -229,13 +314,15 @@ class FastHistory:
         rows = selectors.message_list(room=room, **plan.arguments)
         return user_id, render([message_payload_from_row(row, room.name) for row in rows])
 
-    async def send(self, send, plan: Plan, user_id: int, body: bytes) -> None:
+    async def send(self, send, plan: Plan, user_id: int, body: bytes, started: float) -> None:
+        before, after = self.headers[plan.secure]
         headers = [
-            *self.headers[plan.secure],
+            *before,
             (b"Content-Length", str(len(body)).encode()),
+            *after,
             (REQUEST_ID_HEADER.encode(), plan.request_id.encode()),
         ]
+        with log_context(request_id=plan.request_id, user_id=user_id):  # as RequestLogMiddleware, before sending
+            log_answer("GET", PREFIX + plan.room, 200, started)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        with log_context(request_id=plan.request_id, user_id=user_id):
-            log_answer("GET", PREFIX + plan.room, 200, plan.started)

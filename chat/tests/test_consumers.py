@@ -4,6 +4,7 @@ import base64
 import json
 import logging
 import time
+from collections import deque
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
@@ -18,7 +19,10 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.services import user_set_active
 from chat import events
+from chat.consumers import RoomConsumer
+from chat.frames import text_frame
 from chat.models import Message, Room
+from chat.ordering import SeqOrderer
 from chat.tests.factories import make_message
 from chat.tests.wire import parse_frame
 
@@ -1038,6 +1042,79 @@ async def test_a_commit_published_after_a_hole_waits_for_it_from_the_database(
 
     assert await receive_all(listener, 3, timeout=GAP_FILL_TIMEOUT) == [message_event(m) for m in messages]
     assert await silent(listener, timeout=GAP_FILL_TIMEOUT / 3)
+
+
+class Wire:
+    """What a socket's direct writes and ASGI sends put on the wire, in order; writes can be refused."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.out: list[tuple[str, bytes | str]] = []
+
+    def write(self, data: bytes) -> bool:
+        if self.refuse:
+            return False
+        self.out.append(("write", data))
+        return True
+
+    async def send(self, message: dict) -> None:
+        self.out.append(("send", message["text"]))
+
+
+def socket_on(wire: Wire, next_seq: int = 1) -> RoomConsumer:
+    """A joined RoomConsumer, reduced to its delivery state, writing to `wire`."""
+    consumer = RoomConsumer()
+    consumer.backlog, consumer.emitting, consumer.closed, consumer.tasks = deque(), False, False, []
+    consumer.orderer = SeqOrderer(next_seq=next_seq)
+    consumer.write_frame, consumer.base_send = wire.write, wire.send
+    return consumer
+
+
+def commit_event(*seqs: int) -> dict:
+    return {"type": "chat.messages", "messages": [[seq, f"m{seq}"] for seq in seqs]}
+
+
+async def test_the_frames_of_a_commit_go_out_in_one_write():
+    wire = Wire()
+    consumer = socket_on(wire)
+
+    assert consumer.deliver(commit_event(1, 2, 3)) is None
+
+    assert wire.out == [("write", b"".join(text_frame(f"m{seq}") for seq in (1, 2, 3)))]
+
+
+async def test_a_commit_the_socket_cannot_write_now_goes_through_the_asgi_send_in_order():
+    wire = Wire(refuse=True)
+    consumer = socket_on(wire)
+
+    pending = consumer.deliver(commit_event(1, 2, 3))
+    await pending
+
+    assert wire.out == [("send", "m1"), ("send", "m2"), ("send", "m3")]
+
+
+async def test_frames_before_an_item_without_one_are_written_and_the_rest_follows_in_order():
+    wire = Wire()
+    consumer = socket_on(wire)
+    consumer.backlog.extend([("message", 2, ("m2", None)), ("message", 1, ("m1", text_frame("m1")))])
+    consumer.backlog.append(("message", 3, ("m3", text_frame("m3"))))
+
+    pending = consumer._flush()
+    await pending
+
+    assert wire.out == [("write", text_frame("m1")), ("send", "m2"), ("write", text_frame("m3"))]
+
+
+async def test_a_commit_behind_a_hole_waits_and_goes_out_with_the_message_that_fills_it():
+    wire = Wire()
+    consumer = socket_on(wire)
+
+    assert consumer.deliver(commit_event(2, 3)) is None
+    assert wire.out == []
+    consumer.tasks[0].cancel()  # the hole's database fill: not needed, seq 1 arrives
+    assert consumer.deliver({"type": "chat.message", "seq": 1, "text": "m1"}) is None
+
+    assert wire.out == [("write", b"".join(text_frame(f"m{seq}") for seq in (1, 2, 3)))]
 
 
 async def test_a_publish_placed_directly_on_the_group_ahead_of_a_hole_waits_for_it(

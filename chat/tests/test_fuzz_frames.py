@@ -127,20 +127,25 @@ deep_json = st.builds(nested, st.integers(1, 10_000), st.sampled_from(["list", "
 INVALID_UTF8 = [b"\xff", b"\xc3\x28", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b'{"type": "message\xff"}']
 binary = st.one_of(st.binary(max_size=64), st.sampled_from(INVALID_UTF8))
 
+
 def within_limit(text: str) -> bool:
     """Up to FRAME_LIMIT UTF-8 bytes: a few long values of a command can exceed it (HUGE covers that)."""
     return len(text.encode("utf-8", "surrogatepass")) <= FRAME_LIMIT
 
 
 # A frame is ("text", str) or ("bytes", bytes).
-text_frames = st.one_of(
-    texts,
-    commands.map(lambda command: json.dumps(command)),  # surrogates and controls \u-escaped
-    commands.map(lambda command: json.dumps(command, ensure_ascii=False)),  # raw in the text
-    raw_commands,
-    deep_json,
-    st.just("x" * FRAME_LIMIT),  # exactly the limit: refused as too long, not closed
-).filter(within_limit).map(lambda text: ("text", text))
+text_frames = (
+    st.one_of(
+        texts,
+        commands.map(lambda command: json.dumps(command)),  # surrogates and controls \u-escaped
+        commands.map(lambda command: json.dumps(command, ensure_ascii=False)),  # raw in the text
+        raw_commands,
+        deep_json,
+        st.just("x" * FRAME_LIMIT),  # exactly the limit: refused as too long, not closed
+    )
+    .filter(within_limit)
+    .map(lambda text: ("text", text))
+)
 frames = st.lists(st.one_of(text_frames, binary.map(lambda data: ("bytes", data))), min_size=1, max_size=6)
 # Over 64 KiB, counted in UTF-8 bytes: closed with 4009 and nothing stored.
 HUGE = [

@@ -229,9 +229,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if kind == "chat.message":  # a committed message: sent in seq order
             self.backlog.append(("message", event["seq"], self._item(event)))
         elif kind == "chat.messages":  # several of one commit, in seq order
-            frames = event_frames(event) if self.write_frame is not None else None
-            for n, (seq, text) in enumerate(event["messages"]):
-                self.backlog.append(("message", seq, (text, frames[n] if frames else None)))
+            messages = event["messages"]
+            frames = event_frames(event) if self.write_frame is not None else [None] * len(messages)
+            for (seq, text), frame in zip(messages, frames, strict=True):
+                self.backlog.append(("message", seq, (text, frame)))
         elif kind == "chat.typing":  # to everyone but the typist
             if event["user_id"] == self.user.pk:
                 return None
@@ -267,6 +268,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
         Everything the backlog releases goes out in one write (the frames of a commit's messages
         together), as far as it has frames and the socket takes them; the rest goes through `_emit`.
+        The writer checks that the transport is not paused before the write, so a slow reader's
+        buffer can pass its high-water mark by one write: at most one commit's messages to the room.
         None also while the socket is still joining (no orderer yet: events wait in the backlog)
         and while a send is under way (`emitting`: new events join the backlog, never overtake it).
         """

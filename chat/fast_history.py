@@ -1,26 +1,30 @@
 """GET /messages/<room> answered below Django's request handling, for the plain request.
 
 The history page is the API's hottest read: a client that reconnects, a bot that polls, a page that
-scrolls back. Through Django's handler and DRF it cost 7-8 ms of server CPU on the benchmark machine,
-most of it request handling around a view whose own work is under 1 ms (docs/performance.md, "Levers").
+scrolls back. Through Django's handler and DRF it cost about 8 ms of server CPU on the benchmark
+machine, most of it request handling around a view whose own work is under 1 ms (docs/performance.md,
+"Levers").
 
 Here a request that is plainly well-formed is answered by the parts the view uses, without the
 machinery around them, on the same request threads: SimpleJWT's access-token check
 (`BearerAuthentication`, the class DRF runs), `selectors.message_list` and
 `events.message_payload_from_row`, with the request id and the `chat.http` log line of
-`chatproject.middleware`. Three parts are its own, each checked against Django's by the tests: the
-room and the user's `is_active` read in one query (`room_for_active_user`), the JSON encoded by orjson
-to the bytes DRF's `JSONRenderer` gives (`render`), and the headers Django's middleware adds
-(`response_headers`). The query's bounds are read from `MessageListQuerySerializer`.
+`chatproject.middleware`. The rest is this module's own, and each part is checked against Django by
+the tests: which requests it takes (`plan`, `query_arguments`, `cookies_left_alone`, `is_secure`),
+the room and the user's `is_active` in one query (`room_for_active_user`), the JSON encoded by orjson
+to the bytes DRF's `JSONRenderer` gives (`render`), and the headers the middleware chain adds
+(`response_headers`). The query's bounds and defaults are read from `MessageListQuerySerializer`.
 
-Everything else goes to Django untouched, before anything of the request is read, and is answered
-there exactly as before, errors included: another method or path, a missing or bad token, an inactive
-or deleted user, an unknown room, a query parameter that is not one of limit / skip / before / after
-written as plain digits within its bounds, a repeated parameter, an Accept header other than
-`application/json` or `*/*`, a body or a Content-Type, a session or CSRF cookie Django would replace, a
-host not in ALLOWED_HOSTS, a plain-HTTP request where HTTPS is required, and any exception on the way.
-After a database error the path stands aside for a few seconds, so that a client waiting for a pooled
-connection waits once, in Django. Settings the path does not follow (`applicable`) turn it off.
+Everything else goes to Django untouched, and is answered there exactly as before, errors included:
+another method or path, a missing or bad token, an inactive or deleted user, an unknown room, a query
+parameter that is not one of limit / skip / before / after written as plain digits within its bounds,
+a repeated parameter, an Accept header other than `application/json` or `*/*`, a body or a
+Content-Type, a session or CSRF cookie Django would delete or replace, a host not in ALLOWED_HOSTS, a
+plain-HTTP request where HTTPS is required, and any exception on the way. Only the headers are read
+before that decision; a request passed on after the token check or the query has cost those twice.
+After a failure to reach the database the path stands aside for a few seconds, so that requests
+arriving meanwhile wait for a pooled connection once, in Django. Settings the path does not follow
+(`applicable`) turn it off, with a warning at start.
 
 So the contract has one implementation, Django's, and this path is a cache of its answer for the
 common case: `chat/tests/test_fast_history.py` compares the two answers, status, headers (in order)
@@ -28,6 +32,7 @@ and body bytes, for every kind of request, and `tests/test_server_http.py` on re
 """
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -36,14 +41,14 @@ from dataclasses import dataclass
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, reset_queries
+from django.db import InterfaceError, OperationalError, close_old_connections, reset_queries
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
-from django.middleware.csrf import InvalidTokenFormat, _check_token_format
-from rest_framework.fields import empty
+from django.middleware.csrf import InvalidTokenFormat, _check_token_format  # private in Django 5.2
+from rest_framework.fields import SkipField
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
-from rest_framework.settings import api_settings as drf_settings
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from accounts.authentication import BearerAuthentication
@@ -64,6 +69,20 @@ PREFIX = "/messages/"
 _PARAMETER = re.compile(rb"([a-z]+)=([0-9]{1,19})")
 _ACCEPTED = frozenset({b"*/*", b"application/json"})
 DATABASE_PAUSE_SECONDS = 5.0
+# The chain `response_headers` follows (chatproject/settings.py): another one turns the path off.
+MIDDLEWARE_FOLLOWED = [
+    "chatproject.middleware.RequestLogMiddleware",
+    "chatproject.errors.JsonErrorMiddleware",
+    "chatproject.security.ContentSecurityPolicyMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
 
 
 def applicable() -> bool:
@@ -77,29 +96,32 @@ def applicable() -> bool:
         and list(view.permission_classes) == [IsAuthenticated]
         and not view.throttle_classes
         and list(view.renderer_classes) == [JSONRenderer]
+        and view.content_negotiation_class is DefaultContentNegotiation
         and view.versioning_class is None
-        and drf_settings.UNICODE_JSON
-        and drf_settings.COMPACT_JSON  # render: compact UTF-8, as orjson writes
+        and not JSONRenderer.ensure_ascii
+        and JSONRenderer.compact  # render: compact UTF-8, as orjson writes
+        and list(settings.MIDDLEWARE) == MIDDLEWARE_FOLLOWED
+        and not settings.SESSION_SAVE_EVERY_REQUEST
+        and not settings.CSRF_USE_SESSIONS
         and not settings.FORCE_SCRIPT_NAME
         and not settings.USE_X_FORWARDED_HOST
         and not settings.DISALLOWED_USER_AGENTS
         and not settings.PREPEND_WWW
-        and not settings.CSRF_USE_SESSIONS
     )
 
 
-def _bounds() -> dict[str, tuple[int, int]]:
-    fields = MessageListQuerySerializer().fields
-    return {name: (field.min_value, field.max_value) for name, field in fields.items()}
+def query_rules() -> tuple[dict[str, tuple[int | None, int | None]], dict[str, int]]:
+    """The serializer's parameters with their bounds, and the defaults Django's view passes when one
+    is absent (limit, skip)."""
+    bounds, defaults = {}, {}
+    for name, field in MessageListQuerySerializer().fields.items():
+        bounds[name] = (field.min_value, field.max_value)
+        with contextlib.suppress(SkipField):  # no default: absent means absent
+            defaults[name] = field.get_default()
+    return bounds, defaults
 
 
-def _defaults() -> dict[str, int]:
-    """The serializer's defaults (limit, skip): what Django's view passes when a parameter is absent."""
-    fields = MessageListQuerySerializer().fields
-    return {name: field.default for name, field in fields.items() if field.default is not empty}
-
-
-def query_arguments(query: bytes, bounds: dict[str, tuple[int, int]]) -> dict[str, int] | None:
+def query_arguments(query: bytes, bounds: dict[str, tuple[int | None, int | None]]) -> dict[str, int] | None:
     """The page's arguments when the query string is plainly valid, else None (Django decides)."""
     arguments: dict[str, int] = {}
     if not query:
@@ -112,7 +134,7 @@ def query_arguments(query: bytes, bounds: dict[str, tuple[int, int]]) -> dict[st
         if name not in bounds or name in arguments:
             return None
         low, high = bounds[name]
-        if not low <= value <= high:
+        if (low is not None and value < low) or (high is not None and value > high):
             return None
         arguments[name] = value
     return arguments
@@ -132,7 +154,8 @@ def _header_values(scope) -> dict[bytes, bytes]:
 
 def cookies_left_alone(header: bytes | None) -> bool:
     """True when Django's session and CSRF middleware would add no Set-Cookie (nor Vary) for these
-    cookies: no session cookie or a well-formed one, no CSRF cookie or a well-formed one."""
+    cookies: no session cookie or a well-formed one, no CSRF cookie or a well-formed one (with
+    SESSION_SAVE_EVERY_REQUEST and CSRF_USE_SESSIONS off, which `applicable` requires)."""
     if header is None:
         return True
     cookies = parse_cookie(header.decode("latin-1"))
@@ -152,6 +175,8 @@ def is_secure(scope, headers: dict[bytes, bytes]) -> bool:
     """HttpRequest.is_secure() for this scope: SECURE_PROXY_SSL_HEADER when set, else the scheme."""
     if settings.SECURE_PROXY_SSL_HEADER:
         meta_name, secure_value = settings.SECURE_PROXY_SSL_HEADER
+        if not meta_name.startswith("HTTP_"):  # not a header's META name: no request carries it
+            return scope.get("scheme") == "https"
         name = meta_name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
         if name in headers:
             return headers[name].decode("latin-1").split(",", 1)[0].strip() == secure_value
@@ -183,8 +208,8 @@ def response_headers(*, secure: bool) -> tuple[list[tuple[bytes, bytes]], list[t
         after.append(("X-Content-Type-Options", "nosniff"))
     policy = settings.SECURE_REFERRER_POLICY
     if policy:
-        values = policy.split(",") if isinstance(policy, str) else policy
-        after.append(("Referrer-Policy", ",".join(value.strip() for value in values)))
+        values = [value.strip() for value in policy.split(",")] if isinstance(policy, str) else policy
+        after.append(("Referrer-Policy", ",".join(values)))
     if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
         after.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
     after.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
@@ -198,15 +223,14 @@ def response_headers(*, secure: bool) -> tuple[list[tuple[bytes, bytes]], list[t
 def room_for_active_user(*, name: str, user_id: int) -> Room | None:
     """The room (id and stored name) when it exists and the user is active, in one query: what
     `BearerAuthentication.get_user` and `selectors.room_get` check, read without building querysets."""
-    room_id, stored_name, active = sql.rows(
-        f"SELECT (SELECT id FROM {sql.table(Room)} WHERE name = %s), "
-        f"(SELECT name FROM {sql.table(Room)} WHERE name = %s), "
-        f"(SELECT is_active FROM {sql.table(User)} WHERE id = %s)",
-        [name, name, user_id],
-    )[0]
-    if room_id is None or not active:
+    found = sql.rows(
+        f"SELECT r.id, r.name, u.is_active FROM {sql.table(Room)} r, {sql.table(User)} u "
+        "WHERE r.name = %s AND u.id = %s",
+        [name, user_id],
+    )
+    if not found or not found[0][2]:
         return None
-    return Room(id=room_id, name=stored_name)
+    return Room(id=found[0][0], name=found[0][1])
 
 
 def render(data) -> bytes:
@@ -234,24 +258,26 @@ class FastHistory:
         self.app = app
         self.threads = threads
         self.enabled = applicable()
-        self.bounds, self.defaults = _bounds(), _defaults()
+        if not self.enabled:
+            logger.warning("history fast path off: settings it does not follow (chat.fast_history.applicable)")
+        self.bounds, self.defaults = query_rules()
         self.authentication = BearerAuthentication()
         self.auth_types = {kind.encode("latin-1") for kind in jwt_settings.AUTH_HEADER_TYPES}
         self.headers = {secure: response_headers(secure=secure) for secure in (False, True)}
-        self.paused_until = 0.0  # after a database error, Django answers for a while
+        self.paused_until = 0.0  # after a failure to reach the database, Django answers for a while
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and self.enabled and scope["path"].startswith(PREFIX):
             try:
                 plan = self.plan(scope)
-                answer = None
+                page = None
                 if plan is not None:
-                    answer = await asyncio.get_running_loop().run_in_executor(self.threads, self.answer, plan)
+                    page = await asyncio.get_running_loop().run_in_executor(self.threads, self.answer, plan)
             except Exception:
-                logger.debug("history fast path: passed on", exc_info=True)
-                answer = None
-            if answer is not None:
-                await self.send(send, plan, *answer)
+                logger.debug("history fast path: request not read", exc_info=True)
+                page = None
+            if page is not None:
+                await self.send(send, plan, page)
                 return
             logger.debug("history fast path: passed on")
         await self.app(scope, receive, send)
@@ -286,18 +312,24 @@ class FastHistory:
         request_id = request_id_from(headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1"))
         return Plan(room, parts[1], {**self.defaults, **arguments}, secure, request_id)
 
-    def answer(self, plan: Plan) -> tuple[int, bytes, float] | None:
-        """On a request thread: (user id, body, start time) of the page, or None when Django must answer."""
+    def answer(self, plan: Plan) -> tuple[int, bytes] | None:
+        """On a request thread: the page's body (its log line written), or None when Django must answer."""
+        if time.monotonic() < self.paused_until:  # queued before the database failed
+            return None
         started = time.perf_counter()
         try:
             reset_queries()
             close_old_connections()
             with log_context(request_id=plan.request_id):
                 page = self._page(plan)
-            return None if page is None else (*page, started)
-        except DatabaseError:
+            if page is None:
+                return None
+            with log_context(user_id=page[0], request_id=plan.request_id):  # as RequestLogMiddleware
+                log_answer("GET", PREFIX + plan.room, 200, started)
+            return page[1]
+        except (OperationalError, InterfaceError):  # the database is unreachable, or the pool ran dry
             self.paused_until = time.monotonic() + DATABASE_PAUSE_SECONDS
-            logger.debug("history fast path: database error; Django answers for a while", exc_info=True)
+            logger.debug("history fast path: database unavailable; Django answers for a while", exc_info=True)
             return None
         except Exception:  # a bad token, a string orjson refuses: Django answers, and logs what it meets
             logger.debug("history fast path: Django answers", exc_info=True)
@@ -314,7 +346,7 @@ class FastHistory:
         rows = selectors.message_list(room=room, **plan.arguments)
         return user_id, render([message_payload_from_row(row, room.name) for row in rows])
 
-    async def send(self, send, plan: Plan, user_id: int, body: bytes, started: float) -> None:
+    async def send(self, send, plan: Plan, body: bytes) -> None:
         before, after = self.headers[plan.secure]
         headers = [
             *before,
@@ -322,7 +354,5 @@ class FastHistory:
             *after,
             (REQUEST_ID_HEADER.encode(), plan.request_id.encode()),
         ]
-        with log_context(request_id=plan.request_id, user_id=user_id):  # as RequestLogMiddleware, before sending
-            log_answer("GET", PREFIX + plan.room, 200, started)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})

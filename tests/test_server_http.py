@@ -220,7 +220,10 @@ def test_history_answers_are_the_same_with_the_fast_path_and_without(launch_serv
                     passed_on = fast.log().count("history fast path: passed on") > passed_on_before
 
                     fast_answer, django_answer = answers
-                    assert (fast_answer.status, fast_answer.body) == (django_answer.status, django_answer.body)
+                    assert (fast_answer.status, fast_answer.body) == (django_answer.status, django_answer.body), (
+                        path,
+                        name,
+                    )
                     ignored = {"x-request-id", "date"}
                     assert [(k, v) for k, v in fast_answer.headers.items() if k not in ignored] == [
                         (k, v) for k, v in django_answer.headers.items() if k not in ignored

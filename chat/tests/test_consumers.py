@@ -1061,11 +1061,11 @@ class Wire:
         self.out.append(("send", message["text"]))
 
 
-def socket_on(wire: Wire, next_seq: int = 1) -> RoomConsumer:
+def socket_on(wire: Wire) -> RoomConsumer:
     """A joined RoomConsumer, reduced to its delivery state, writing to `wire`."""
     consumer = RoomConsumer()
     consumer.backlog, consumer.emitting, consumer.closed, consumer.tasks = deque(), False, False, []
-    consumer.orderer = SeqOrderer(next_seq=next_seq)
+    consumer.orderer = SeqOrderer(next_seq=1)
     consumer.write_frame, consumer.base_send = wire.write, wire.send
     return consumer
 

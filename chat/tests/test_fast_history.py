@@ -6,19 +6,22 @@ in status, headers (the request id aside, when the client sent none) and body; a
 of Django notes which requests the fast path passed on, so a fast path that answered nothing would fail.
 """
 
+import json
 import random
 import re
 from datetime import timedelta
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
-from django.db import OperationalError
+from django.conf import settings as django_settings
+from django.db import DataError, OperationalError
 from rest_framework.renderers import JSONRenderer
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.tests.factories import UserFactory
 from accounts.tokens import token_pair_issue
 from chat.fast_history import FastHistory, render
+from chat.serializers import MessageListQuerySerializer
 from chat.tests.factories import RoomFactory, make_message
 from chatproject.handler import PooledASGIHandler
 
@@ -90,7 +93,7 @@ async def call(app, path, *, query="", headers=(), method="GET", body=b"", schem
         content += message.get("body", b"")
         if not message.get("more_body"):
             break
-    answer_headers = [(name.decode().lower(), value.decode()) for name, value in start["headers"]]
+    answer_headers = [(name.decode(), value.decode()) for name, value in start["headers"]]
     return start["status"], answer_headers, content
 
 
@@ -107,9 +110,9 @@ def without_request_id(answer):
     request id's, and a new CSRF cookie's."""
 
     def comparable(name: str, value: str) -> str:
-        if name == "x-request-id":
+        if name.lower() == "x-request-id":
             return ""
-        if name == "set-cookie" and value.startswith("csrftoken="):
+        if name.lower() == "set-cookie" and value.startswith("csrftoken="):
             return "csrftoken=" + value.partition(";")[2]
         return value
 
@@ -118,7 +121,7 @@ def without_request_id(answer):
 
 
 def header(answer, wanted: str) -> str:
-    return next(value for name, value in answer[1] if name == wanted)
+    return next(value for name, value in answer[1] if name.lower() == wanted)
 
 
 @pytest.fixture
@@ -167,7 +170,6 @@ FAST_REQUESTS = {
     "accept json": {"headers": [("Accept", " application/json ")]},
     "host with a port": {"host": "localhost:8000"},
     "well-formed cookies": {"headers": [("Cookie", f"csrftoken={'a1' * 16}; sessionid={'s' * 32}; theme=dark")]},
-    "an underscore header": {"headers": [("X_Forwarded_Proto", "https")]},  # Django ignores those names
 }
 
 
@@ -189,6 +191,25 @@ async def test_the_callers_request_id_is_echoed(servers, history, auth):
     assert not passed_on
     assert fast == django
     assert header(fast, "x-request-id") == "trace-42"
+
+
+async def test_a_header_named_with_an_underscore_is_ignored_as_django_ignores_it(servers, history, auth):
+    django, fast, passed_on = await both(servers(), "/messages/general", headers=[auth, ("X_Request_ID", "trace-1")])
+
+    assert not passed_on
+    assert without_request_id(fast) == without_request_id(django)
+    assert header(fast, "x-request-id") != "trace-1"
+    assert header(django, "x-request-id") != "trace-1"
+
+
+async def test_the_serializers_defaults_are_the_fast_paths(servers, history, auth, monkeypatch):
+    # Each serializer builds its fields afresh from the declared ones' arguments.
+    monkeypatch.setitem(MessageListQuerySerializer._declared_fields["limit"]._kwargs, "default", 3)
+    django, fast, passed_on = await both(servers(), "/messages/general", headers=[auth])
+
+    assert not passed_on
+    assert without_request_id(fast) == without_request_id(django)
+    assert len(json.loads(fast[2])) == 3
 
 
 def expired_token(user) -> str:
@@ -324,7 +345,7 @@ def test_a_string_render_cannot_encode_raises_so_django_answers():
         render([{"content": "lone \ud800 surrogate"}])
 
 
-async def test_after_a_database_error_django_answers_for_a_while(servers, history, auth, monkeypatch):
+async def test_after_a_database_failure_django_answers_for_a_while(servers, history, auth, monkeypatch):
     built = servers()
     calls = []
 
@@ -333,12 +354,14 @@ async def test_after_a_database_error_django_answers_for_a_while(servers, histor
         raise OperationalError("the pool timed out")
 
     monkeypatch.setattr("chat.fast_history.room_for_active_user", failing)
-    first, _, passed_on = await both(built, "/messages/general", headers=[auth])
-    assert passed_on and first[0] == 200
+    django, fast, passed_on = await both(built, "/messages/general", headers=[auth])
+    assert passed_on and fast[0] == 200
+    assert without_request_id(fast) == without_request_id(django)
     assert len(calls) == 1
 
-    second, _, passed_on = await both(built, "/messages/general", headers=[auth])
-    assert passed_on and second[0] == 200
+    django, fast, passed_on = await both(built, "/messages/general", headers=[auth])
+    assert passed_on
+    assert without_request_id(fast) == without_request_id(django)
     assert len(calls) == 1  # not tried again meanwhile
 
     monkeypatch.undo()
@@ -347,10 +370,57 @@ async def test_after_a_database_error_django_answers_for_a_while(servers, histor
     assert not passed_on
 
 
-async def test_settings_the_fast_path_does_not_follow_turn_it_off(servers, settings, history, auth):
-    settings.DISALLOWED_USER_AGENTS = [re.compile("bot")]
+async def test_an_error_of_one_request_does_not_pause_the_path(servers, history, auth, monkeypatch):
+    built = servers()
+
+    def failing(**kwargs):
+        raise DataError("a string the database refuses")
+
+    monkeypatch.setattr("chat.fast_history.room_for_active_user", failing)
+    _, _, passed_on = await both(built, "/messages/general", headers=[auth])
+    assert passed_on
+    monkeypatch.undo()
+
+    _, _, passed_on = await both(built, "/messages/general", headers=[auth])
+    assert not passed_on
+
+
+NOT_FOLLOWED = {
+    "DISALLOWED_USER_AGENTS": [re.compile("bot")],
+    "SESSION_SAVE_EVERY_REQUEST": True,
+    "MIDDLEWARE": [*django_settings.MIDDLEWARE, "django.middleware.gzip.GZipMiddleware"],
+    "CSRF_USE_SESSIONS": True,
+    "PREPEND_WWW": True,
+}
+
+
+@pytest.mark.parametrize("name", NOT_FOLLOWED)
+async def test_settings_the_fast_path_does_not_follow_turn_it_off(servers, settings, history, auth, caplog, name):
+    setattr(settings, name, NOT_FOLLOWED[name])
     built = servers()
 
     assert not built.fast.enabled
+    assert "history fast path off" in caplog.text
     _, _, passed_on = await both(built, "/messages/general", headers=[auth])
     assert passed_on
+
+
+async def test_a_proxy_header_setting_that_names_no_header_is_read_as_django_reads_it(servers, settings, history, auth):
+    settings.SECURE_PROXY_SSL_HEADER = ("X_FORWARDED_PROTO", "https")  # no HTTP_: never a request header
+    settings.SECURE_SSL_REDIRECT = True
+    built = servers()
+    request = {"headers": [auth, ("X-Forwarded-Proto", "https")]}
+
+    django, fast, passed_on = await both(built, "/messages/general", **request)
+    assert passed_on
+    assert django[0] == 301
+    assert without_request_id(fast) == without_request_id(django)
+
+
+@pytest.mark.parametrize("policy", ["same-origin, strict-origin", ["same-origin", " strict-origin"]])
+async def test_a_referrer_policy_is_sent_as_django_sends_it(servers, settings, history, auth, policy):
+    settings.SECURE_REFERRER_POLICY = policy
+    django, fast, passed_on = await both(servers(), "/messages/general", headers=[auth])
+
+    assert not passed_on
+    assert without_request_id(fast) == without_request_id(django)

@@ -152,6 +152,19 @@ async def test_a_commits_messages_reach_a_uvicorn_socket_in_seq_order(monkeypatc
     general = await sync_to_async(Room.objects.get)(name="general")
     token = await sync_to_async(lambda: token_pair_issue(user=alice).access_token)()
     monkeypatch.setattr("chat.services.publish_messages", lambda messages: [True] * len(messages))
+    writes = []
+
+    def recording_writer(send):
+        write = direct_writer(send)
+
+        def record(data: bytes) -> bool:
+            written = write(data)
+            writes.append((data, written))
+            return written
+
+        return record
+
+    monkeypatch.setattr("chat.consumers.direct_writer", recording_writer)
     async with Server(application) as server:
         url = f"ws://127.0.0.1:{server.port}/ws/general?token={token}"
         async with connect(url, compression=None) as client:
@@ -164,3 +177,5 @@ async def test_a_commits_messages_reach_a_uvicorn_socket_in_seq_order(monkeypatc
             received = [json.loads(await asyncio.wait_for(client.recv(), 5)) for _ in range(5)]
 
     assert received == [events.message_event(m) for m in messages]
+    commit = b"".join(text_frame(events.encode(events.message_event(m))) for m in messages)
+    assert writes[-1] == (commit, True)  # the join event before it, then the commit's five in one write

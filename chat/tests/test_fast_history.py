@@ -7,8 +7,11 @@ of Django notes which requests the fast path passed on, so a fast path that answ
 """
 
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -424,3 +427,21 @@ async def test_a_referrer_policy_is_sent_as_django_sends_it(servers, settings, h
 
     assert not passed_on
     assert without_request_id(fast) == without_request_id(django)
+
+
+@pytest.mark.django_db(transaction=False)
+@pytest.mark.parametrize(
+    ("value", "expected"), [("false", "PooledASGIHandler"), ("true", "FastHistory"), (None, "FastHistory")]
+)
+def test_the_environment_switch_decides_whether_the_server_runs_the_fast_path(value, expected):
+    """HISTORY_FAST_PATH is read when the ASGI module is imported, as the server imports it: in a process of its own."""
+    env = {key: val for key, val in os.environ.items() if key != "HISTORY_FAST_PATH"}
+    if value is not None:
+        env["HISTORY_FAST_PATH"] = value
+    code = "import chatproject.asgi as asgi; print(type(asgi.http_app).__name__)"
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert result.stdout.split()[-1] == expected

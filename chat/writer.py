@@ -4,17 +4,23 @@ A socket's send waits here while the batch before it is being written; everythin
 arrived meanwhile is stored by the next call of services.message_create_many, in one
 transaction and one commit. With one send in flight it is written at once (no added delay);
 under load a commit carries as many messages as arrived during the previous one. A send is
-answered only after its batch committed.
+answered only after its batch committed and was handed to the channel layer.
+
+The broadcast of a batch runs on the event loop while the writer's thread stores the next
+batch: the thread never waits for the loop. Batches are broadcast in the order they committed.
 """
 
 import asyncio
+import logging
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from chat import services
+from chat import events, services
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 # One thread writes every batch of the process, one batch at a time, and keeps its database
@@ -27,7 +33,7 @@ def _write(requests: list[services.MessageRequest]) -> list:
     if connection.connection is not None and not connection.is_usable():
         connection.close()  # e.g. PostgreSQL restarted since the last batch
     try:
-        return services.message_create_many(requests)
+        return services.message_create_many(requests, publish=False)
     except Exception:
         connection.close()  # whatever failed, the next batch starts on a new connection
         raise
@@ -37,6 +43,7 @@ class MessageWriter:
     def __init__(self) -> None:
         self._waiting: list[tuple[services.MessageRequest, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
+        self._broadcast: asyncio.Task | None = None  # the last batch's broadcast
 
     async def create(self, *, room, user, content, client_id=None) -> services.MessageResult:
         """Store one message as services.message_create does (same result, same exceptions)."""
@@ -54,13 +61,32 @@ class MessageWriter:
                 outcomes = await sync_to_async(_write, thread_sensitive=False, executor=_thread)([r for r, _ in batch])
             except Exception as exc:  # the database is down: every send of the batch is refused
                 outcomes = [exc] * len(batch)
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():  # its socket closed meanwhile
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+            # Broadcast while the thread stores the next batch, after the previous batch's broadcast.
+            self._broadcast = asyncio.create_task(self._answer(batch, outcomes, after=self._broadcast))
+
+    @staticmethod
+    async def _answer(
+        batch: list[tuple[services.MessageRequest, asyncio.Future]], outcomes: list, after: asyncio.Task | None
+    ) -> None:
+        """Broadcast what the batch created, then answer each send."""
+        if after is not None:
+            await after  # one batch's messages reach the layer before the next one's
+        created = [o for o in outcomes if isinstance(o, services.MessageResult) and o.created]
+        if created:
+            try:
+                reached = await events.apublish_messages([result.message for result in created])
+            except Exception:  # stored all the same: the senders are answered, the others heal from the database
+                logger.exception("broadcast of %d stored messages failed", len(created))
+                reached = [False] * len(created)
+            for result, published in zip(created, reached, strict=True):
+                result.published = published
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # its socket closed meanwhile
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
 
 _writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MessageWriter]" = weakref.WeakKeyDictionary()

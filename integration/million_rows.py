@@ -2,11 +2,13 @@
 
     DATABASE_URL=postgres://... python -m integration.million_rows seed
     DATABASE_URL=postgres://... python -m integration.million_rows admin
+    DATABASE_URL=postgres://... python -m integration.million_rows batch
 
 `seed` makes the users and rooms with the ORM and the messages with one INSERT ... SELECT over
 generate_series (the ORM would take minutes for a million rows), then ANALYZE. `admin` loads the
-message changelist as a moderator through Django's test client, capturing every query. Each prints
-one JSON object on stdout for the test to check.
+message changelist as a moderator through Django's test client, capturing every query. `batch`
+stores one group-commit batch, some of its client_ids repeats of seeded messages, and rolls it back.
+Each prints one JSON object on stdout for the test to check.
 """
 
 import json
@@ -22,11 +24,15 @@ USERS = 10
 SMALL_ROOM_AGE = timedelta(days=20)
 DATE_RANGE_ENDS_BEFORE_NEWEST = timedelta(days=2)
 PAGE_SIZE = 100  # the admin's list_per_page
+# A group-commit batch: sends repeating the client_ids of these seeded messages of the big room,
+# then new ones alternating between the big and the small room.
+REPEATED_SEQS = (1, 500_000, BIG_MESSAGES)
+BATCH_NEW = 24
 
 INSERT_MESSAGES = """
 INSERT INTO chat_message (room_id, user_id, content, created, client_id, seq)
 SELECT %(room)s, (%(users)s::bigint[])[1 + i %% %(user_count)s], %(prefix)s || i,
-       %(start)s + i * interval '1 second', NULL, i
+       %(start)s + i * interval '1 second', 'seed-' || i, i
 FROM generate_series(1, %(count)s) AS i
 """
 
@@ -130,9 +136,44 @@ def admin() -> dict:
     return {name: admin_page(client, params) for name, params in admin_cases().items()}
 
 
+# --- a group-commit batch ------------------------------------------------------------------------
+
+
+def batch() -> dict:
+    """One batch through services.message_create_many, rolled back: its outcomes, and the plan of the
+    statement that locks the rooms and looks up repeated client_ids and mutes."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts.models import User
+    from chat.models import Message, Room
+    from chat.services import MessageRequest, message_create_many
+
+    big, small = Room.objects.get(name=BIG), Room.objects.get(name=SMALL)
+    authors = list(User.objects.filter(username__startswith="user").order_by("pk"))
+    repeated = Message.objects.filter(room=big, seq__in=REPEATED_SEQS).select_related("user").order_by("seq")
+    requests = [MessageRequest(room=big, user=m.user, content="again", client_id=m.client_id) for m in repeated]
+    requests += [
+        MessageRequest(room=(big, small)[n % 2], user=authors[n % USERS], content=f"new {n}", client_id=f"new-{n}")
+        for n in range(BATCH_NEW)
+    ]
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as captured:
+            outcomes = message_create_many(requests, publish=False)
+        lookup = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith("WITH"))
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN {lookup}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        transaction.set_rollback(True)
+    return {
+        "outcomes": [[o.created, o.message.room.name, o.message.seq, o.message.content] for o in outcomes],
+        "plan": plan,
+    }
+
+
 if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
     import django
 
     django.setup()
-    print(json.dumps({"seed": seed, "admin": admin}[sys.argv[1]]()))
+    print(json.dumps({"seed": seed, "admin": admin, "batch": batch}[sys.argv[1]]()))

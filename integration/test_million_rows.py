@@ -23,10 +23,12 @@ import pytest
 from chat.paginators import EstimatedCountPaginator
 from integration.backends import SHARED_POSTGRES_PORT, fresh_database, postgres_url
 from integration.million_rows import (
+    BATCH_NEW,
     BIG,
     BIG_MESSAGES,
     DATE_RANGE_ENDS_BEFORE_NEWEST,
     PAGE_SIZE,
+    REPEATED_SEQS,
     SMALL,
     SMALL_MESSAGES,
     USERS,
@@ -229,3 +231,25 @@ def test_a_filtered_page_reads_an_index_in_order(admin_pages, case):
 
 def test_the_newest_page_of_a_small_room_uses_the_room_and_date_index(admin_pages):
     assert "Index Scan Backward using chat_message_room_created_idx" in admin_pages["room small"]["plan"]
+
+
+# --- a group-commit batch ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch(database) -> dict:
+    return run_helper("batch", database.env)
+
+
+def test_a_batch_looks_up_repeated_client_ids_in_the_index_not_by_reading_the_rooms(batch):
+    assert "Seq Scan on chat_message" not in batch["plan"], batch["plan"]
+    assert "Index Scan using chat_message_user_room_client_id_unique" in batch["plan"], batch["plan"]
+
+
+def test_a_batch_answers_repeats_with_the_stored_messages_and_stores_the_rest_in_seq_order(batch):
+    repeats = [[False, BIG, seq, f"message {seq}"] for seq in REPEATED_SEQS]
+    new = [
+        [True, room, last + n // 2 + 1, f"new {n}"]
+        for n, (room, last) in ((n, ((BIG, BIG_MESSAGES), (SMALL, SMALL_MESSAGES))[n % 2]) for n in range(BATCH_NEW))
+    ]
+    assert batch["outcomes"] == repeats + new

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
-from chat import services, writer
+from chat import events, services, writer
 from chat.events import message_payload
 from chat.models import Message, Mute
 from chat.services import MessageRejected, MessageRequest, MessageResult, message_create_many
@@ -83,21 +83,23 @@ def test_a_batch_gets_one_outcome_per_request_in_order_and_seqs_per_room(
 
 @pytest.mark.django_db
 def test_a_batch_is_one_transaction_with_a_fixed_number_of_queries(general):
+    other = RoomFactory(name="other")
     users = [UserFactory(username=f"user{n}") for n in range(40)]
     requests = [
-        MessageRequest(room=general, user=u, content=f"hi from {u.username}", client_id=f"c{n}")
+        MessageRequest(room=(general, other)[n % 2], user=u, content=f"hi from {u.username}", client_id=f"c{n}")
         for n, u in enumerate(users)
     ]
 
     with CaptureQueriesContext(connection) as queries:
         outcomes = message_create_many(requests)
 
-    assert [o.message.seq for o in outcomes] == list(range(1, 41))
-    # lock the rooms, look up client_ids, mutes, insert, update last_seq (+ savepoint/commit bookkeeping)
+    assert [o.message.seq for o in outcomes] == [n // 2 + 1 for n in range(40)]
+    # one statement locks the rooms and looks up client_ids and mutes; one inserts; one sets both
+    # rooms' last_seq (+ transaction bookkeeping)
     statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
-    assert statements.count("INSERT") == 1
-    assert statements.count("SELECT") == 3
-    assert statements.count("UPDATE") == 1
+    assert [s for s in statements if s in ("WITH", "SELECT", "INSERT", "UPDATE")] == ["WITH", "INSERT", "UPDATE"]
+    general.refresh_from_db(), other.refresh_from_db()
+    assert (general.last_seq, other.last_seq) == (20, 20)
 
 
 @pytest.mark.django_db
@@ -193,12 +195,12 @@ async def test_sends_that_arrive_during_a_write_are_stored_together_in_the_next_
     batches, first_started, release = [], threading.Event(), threading.Event()
     real = services.message_create_many
 
-    def recording(requests):
+    def recording(requests, **options):
         batches.append([r.content for r in requests])
         if len(batches) == 1:
             first_started.set()
             release.wait(10)  # hold the first commit while the others arrive
-        return real(requests)
+        return real(requests, **options)
 
     monkeypatch.setattr(services, "message_create_many", recording)
     the_writer = writer.MessageWriter()
@@ -240,11 +242,11 @@ async def test_a_database_failure_refuses_the_batch_and_the_writer_recovers(monk
     room, alice = await room_and_alice("flaky")
     real, calls = services.message_create_many, []
 
-    def failing_once(requests):
+    def failing_once(requests, **options):
         calls.append(len(requests))
         if len(calls) == 1:
             raise ConnectionError("database unavailable")
-        return real(requests)
+        return real(requests, **options)
 
     monkeypatch.setattr(services, "message_create_many", failing_once)
     the_writer = writer.MessageWriter()
@@ -282,8 +284,8 @@ async def test_the_writer_keeps_its_connection_between_batches_and_replaces_a_br
     room, alice = await room_and_alice("kept")
     real, seen = services.message_create_many, []
 
-    def recording(requests):
-        outcomes = real(requests)
+    def recording(requests, **options):
+        outcomes = real(requests, **options)
         seen.append((threading.get_ident(), default_connection.connection))  # open once it has written
         return outcomes
 
@@ -297,3 +299,60 @@ async def test_the_writer_keeps_its_connection_between_batches_and_replaces_a_br
     monkeypatch.setattr(type(connections["default"]), "is_usable", lambda self: False)
     await the_writer.create(room=room, user=alice, content="three")
     assert seen[2][0] == seen[0][0] and seen[2][1] is not seen[0][1]  # same thread, a new connection
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_the_next_batch_is_stored_while_the_previous_one_is_broadcast_and_broadcasts_keep_commit_order(
+    monkeypatch,
+):
+    room, alice = await room_and_alice("pipelined")
+    real_write, real_publish = services.message_create_many, events.apublish_messages
+    log, first_broadcast_held, release = [], asyncio.Event(), asyncio.Event()
+
+    def recording_write(requests, **options):
+        outcomes = real_write(requests, **options)
+        log.append(("stored", [r.content for r in requests]))
+        return outcomes
+
+    async def held_publish(messages):
+        log.append(("broadcast", [m.content for m in messages]))
+        if len(log) == 2:  # the first batch's broadcast waits until the second batch is stored
+            first_broadcast_held.set()
+            await release.wait()
+        return await real_publish(messages)
+
+    monkeypatch.setattr(services, "message_create_many", recording_write)
+    monkeypatch.setattr(events, "apublish_messages", held_publish)
+    the_writer = writer.MessageWriter()
+
+    first = asyncio.create_task(the_writer.create(room=room, user=alice, content="one"))
+    await asyncio.wait_for(first_broadcast_held.wait(), 10)
+    second = asyncio.create_task(the_writer.create(room=room, user=alice, content="two"))
+    for _ in range(200):  # the writer's thread stores "two" while "one" is still being broadcast
+        if len(log) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert log == [("stored", ["one"]), ("broadcast", ["one"]), ("stored", ["two"])]
+    assert not first.done() and not second.done()  # a send is answered only once broadcast
+
+    release.set()
+    results = await asyncio.gather(first, second)
+
+    assert log[3:] == [("broadcast", ["two"])]
+    assert [(r.created, r.published, r.message.seq) for r in results] == [(True, True, 1), (True, True, 2)]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_a_failed_broadcast_still_answers_the_sender_with_its_stored_message(monkeypatch, caplog):
+    room, alice = await room_and_alice("unheard")
+
+    async def failing_publish(messages):
+        raise RuntimeError("layer gone")
+
+    monkeypatch.setattr(events, "apublish_messages", failing_publish)
+
+    result = await writer.MessageWriter().create(room=room, user=alice, content="kept", client_id="k1")
+
+    assert (result.created, result.published, result.message.seq) == (True, False, 1)
+    assert await sync_to_async(Message.objects.filter(room=room, client_id="k1").count)() == 1
+    assert "broadcast of 1 stored messages failed" in caplog.text

@@ -101,6 +101,10 @@ def message_create_many(requests: list[MessageRequest], *, publish: bool = True)
     requests' order within each room. Every stored message is broadcast once committed; with
     publish=False the caller broadcasts the created ones (events.apublish_messages) instead.
     """
+    return _create_many(requests, publish=publish, rated={}, retry=True)
+
+
+def _create_many(requests: list[MessageRequest], *, publish: bool, rated: dict, retry: bool) -> list:
     outcomes: list = [None] * len(requests)
     valid = []
     for index, request in enumerate(requests):
@@ -114,7 +118,7 @@ def message_create_many(requests: list[MessageRequest], *, publish: bool = True)
         return outcomes
     try:
         with transaction.atomic():
-            created = _store(requests, valid, outcomes)
+            created = _store(requests, valid, outcomes, rated)
 
             def publish_created() -> None:
                 for result, published in zip(created, publish_messages([r.message for r in created]), strict=True):
@@ -123,15 +127,19 @@ def message_create_many(requests: list[MessageRequest], *, publish: bool = True)
             if created and publish:
                 transaction.on_commit(publish_created)
     except IntegrityError:
-        # Only a client_id can race here (seqs are allocated under the rooms' locks), with a
-        # writer in another process: the batch rolled back, so store its requests one by one.
+        # Only a client_id can race here (seqs are allocated under the rooms' locks): a writer in
+        # another process stored it while this batch waited for a room's lock, after the batch's
+        # lookup read its snapshot. The batch rolled back; once more, it finds the repeat. Should
+        # that fail too, its requests are stored one by one. Rate checks made are not made again.
+        if retry:
+            return _create_many(requests, publish=publish, rated=rated, retry=False)
         if len(requests) == 1:
             request = requests[0]
             original = _existing(requests, [0]).get(_key(request))
             if original is None:
                 raise
             return [MessageResult(original, created=False)]
-        return [message_create_many([request], publish=publish)[0] for request in requests]
+        return [_create_many([request], publish=publish, rated=rated, retry=False)[0] for request in requests]
     return outcomes
 
 
@@ -151,7 +159,7 @@ def _existing(requests: list[MessageRequest], indexes: list[int]) -> dict[tuple,
     keys = {_key(requests[i]) for i in indexes} - {None}
     if not keys:
         return {}
-    repeats, params = _values_table("repeats(user_id, room_id, client_id)", keys)
+    repeats, params = _values_table("repeats(user_id, room_id, client_id)", REPEAT_TYPES, keys)
     return _stored_repeats(keys, sql.rows(f"WITH {repeats} SELECT {_repeats_join()}", params))
 
 
@@ -160,10 +168,15 @@ def _existing(requests: list[MessageRequest], indexes: list[int]) -> dict[tuple,
 # combination, or read the whole table when it judged that cheaper (10 ms at 100,000 messages).
 
 
-def _values_table(name: str, rows: set[tuple]) -> tuple[str, list]:
-    """`name(columns) AS (VALUES (...), ...)` for a WITH clause, and its parameters."""
-    row = f"({', '.join(['%s'] * len(next(iter(rows))))})"
+def _values_table(name: str, types: tuple[str, ...], rows: set[tuple]) -> tuple[str, list]:
+    """`name(columns) AS (VALUES (...), ...)` for a WITH clause, and its parameters. Each value is
+    cast to its column's type: where parameters are bound by the server, they have none."""
+    assert rows, "a VALUES table has at least one row"
+    row = f"({', '.join(f'CAST(%s AS {t})' for t in types)})"
     return f"{name} AS (VALUES {', '.join([row] * len(rows))})", [value for values in rows for value in values]
+
+
+REPEAT_TYPES = ("BIGINT", "BIGINT", f"VARCHAR({CLIENT_ID_MAX_LENGTH})")
 
 
 def _repeats_join() -> str:
@@ -220,12 +233,12 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
     parts = [f"SELECT {ROOM}, id, last_seq, CASE WHEN archived_at IS NULL THEN 0 ELSE 1 END, NULL FROM locked"]
     keys = {_key(requests[i]) for i in valid} - {None}
     if keys:
-        repeats, repeat_params = _values_table("repeats(user_id, room_id, client_id)", keys)
+        repeats, repeat_params = _values_table("repeats(user_id, room_id, client_id)", REPEAT_TYPES, keys)
         tables.append(repeats)
         params += repeat_params
         parts.append(f"SELECT {REPEAT}, {_repeats_join()}")
     pairs = {(requests[i].user.pk, requests[i].room.pk) for i in valid}
-    posters, poster_params = _values_table("posters(user_id, room_id)", pairs)
+    posters, poster_params = _values_table("posters(user_id, room_id)", ("BIGINT", "BIGINT"), pairs)
     tables.append(posters)
     now = timezone.now()
     params += [*poster_params, connection.ops.adapt_datetimefield_value(now)]
@@ -236,11 +249,11 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
     rows = sql.rows(f"WITH {', '.join(tables)} {' UNION ALL '.join(parts)}", params)
     rooms = {row[1]: (row[2], bool(row[3])) for row in rows if row[0] == ROOM}
     repeats = _stored_repeats(keys, [row[1:] for row in rows if row[0] == REPEAT])
-    muted = {(row[1], row[2]) for row in rows if row[0] == MUTE} & pairs
+    muted = {(row[1], row[2]) for row in rows if row[0] == MUTE}
     return rooms, repeats, _mute_ends(muted, now)
 
 
-def _store(requests: list[MessageRequest], valid: list[int], outcomes: list) -> list[MessageResult]:
+def _store(requests: list[MessageRequest], valid: list[int], outcomes: list, rated: dict) -> list[MessageResult]:
     rooms, existing, mutes = _read_batch(requests, valid)
     last_seqs = {room_id: last_seq for room_id, (last_seq, _) in rooms.items()}
     rate = parse_rate(settings.CHAT_MESSAGE_RATE)
@@ -260,8 +273,7 @@ def _store(requests: list[MessageRequest], valid: list[int], outcomes: list) -> 
             continue
         try:
             _check_may_post(archived=rooms[room_id][1], until=mutes.get((request.user.pk, room_id)))
-            # Counted once per stored message, whatever the transport; raises RateLimited.
-            hit("messages", str(request.user.pk), rate)
+            _rate_check(request, rate, rated)
         except (MessageForbidden, RateLimited) as exc:
             outcomes[index] = exc
             continue
@@ -280,9 +292,23 @@ def _store(requests: list[MessageRequest], valid: list[int], outcomes: list) -> 
     return created
 
 
+def _rate_check(request: MessageRequest, rate, rated: dict) -> None:
+    """Count the message once, whatever the transport, even when its batch is stored again
+    (`rated` keeps each request's verdict); raise RateLimited when it is over the rate."""
+    if id(request) not in rated:
+        try:
+            hit("messages", str(request.user.pk), rate)
+            rated[id(request)] = None
+        except RateLimited as exc:
+            rated[id(request)] = exc
+    if rated[id(request)] is not None:
+        raise rated[id(request)]
+
+
 def _set_last_seqs(last_seqs: dict[int, int]) -> None:
-    """Every room's new last_seq in one statement (a round trip per room cost more than the insert)."""
-    cases = " ".join(["WHEN %s THEN %s"] * len(last_seqs))
+    """Every room's new last_seq in one statement (a round trip per room cost more than the insert).
+    The casts give the values a type where parameters are bound by the server."""
+    cases = " ".join(["WHEN %s THEN CAST(%s AS BIGINT)"] * len(last_seqs))
     ids, id_params = sql.placeholders(sorted(last_seqs))
     with connection.cursor() as cursor:
         cursor.execute(

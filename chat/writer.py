@@ -4,7 +4,7 @@ A socket's send waits here while the batch before it is being written; everythin
 arrived meanwhile is stored by the next call of services.message_create_many, in one
 transaction and one commit. With one send in flight it is written at once (no added delay);
 under load a commit carries as many messages as arrived during the previous one. A send is
-answered only after its batch committed and was handed to the channel layer.
+answered only after its batch committed and its broadcast was attempted.
 
 The broadcast of a batch runs on the event loop while the writer's thread stores the next
 batch: the thread never waits for the loop. Batches are broadcast in the order they committed.
@@ -68,25 +68,27 @@ class MessageWriter:
     async def _answer(
         batch: list[tuple[services.MessageRequest, asyncio.Future]], outcomes: list, after: asyncio.Task | None
     ) -> None:
-        """Broadcast what the batch created, then answer each send."""
-        if after is not None:
-            await after  # one batch's messages reach the layer before the next one's
-        created = [o for o in outcomes if isinstance(o, services.MessageResult) and o.created]
-        if created:
-            try:
-                reached = await events.apublish_messages([result.message for result in created])
-            except Exception:  # stored all the same: the senders are answered, the others heal from the database
-                logger.exception("broadcast of %d stored messages failed", len(created))
-                reached = [False] * len(created)
-            for result, published in zip(created, reached, strict=True):
-                result.published = published
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():  # its socket closed meanwhile
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        """Broadcast what the batch created, then answer each send, whatever happened to the broadcast."""
+        try:
+            if after is not None:
+                await asyncio.wait([after])  # one batch's messages reach the layer before the next one's
+            created = [o for o in outcomes if isinstance(o, services.MessageResult) and o.created]
+            if created:
+                try:
+                    reached = await events.apublish_messages([result.message for result in created])
+                except Exception:  # stored all the same: the senders are answered, the others heal from the database
+                    logger.exception("broadcast of %d stored messages failed", len(created))
+                    reached = [False] * len(created)
+                for result, published in zip(created, reached, strict=True):
+                    result.published = published
+        finally:
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():  # its socket closed meanwhile
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
 
 
 _writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MessageWriter]" = weakref.WeakKeyDictionary()

@@ -25,10 +25,14 @@ SMALL_ROOM_AGE = timedelta(days=20)
 DATE_RANGE_ENDS_BEFORE_NEWEST = timedelta(days=2)
 PAGE_SIZE = 100  # the admin's list_per_page
 # A group-commit batch: sends repeating the client_ids of these seeded messages of the big room,
-# then new ones alternating between the big and the small room.
+# then new ones alternating between the big and the small room; the author of the new send
+# MUTED_SEND is muted in the small room.
 REPEATED_SEQS = (1, 500_000, BIG_MESSAGES)
 BATCH_NEW = 24
+MUTED_SEND = 1
 
+# Every message carries a client_id, as clients send them: the unique index on (user, room,
+# client_id) then holds a million entries, and a batch's lookup of repeats must probe it.
 INSERT_MESSAGES = """
 INSERT INTO chat_message (room_id, user_id, content, created, client_id, seq)
 SELECT %(room)s, (%(users)s::bigint[])[1 + i %% %(user_count)s], %(prefix)s || i,
@@ -144,10 +148,11 @@ def batch() -> dict:
     statement that locks the rooms and looks up repeated client_ids and mutes."""
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
 
     from accounts.models import User
-    from chat.models import Message, Room
-    from chat.services import MessageRequest, message_create_many
+    from chat.models import Message, Mute, Room
+    from chat.services import MessageForbidden, MessageRequest, message_create_many
 
     big, small = Room.objects.get(name=BIG), Room.objects.get(name=SMALL)
     authors = list(User.objects.filter(username__startswith="user").order_by("pk"))
@@ -158,6 +163,8 @@ def batch() -> dict:
         for n in range(BATCH_NEW)
     ]
     with transaction.atomic():
+        muted = requests[len(REPEATED_SEQS) + MUTED_SEND]
+        Mute.objects.create(user=muted.user, room=muted.room, until=timezone.now() + timedelta(hours=1))
         with CaptureQueriesContext(connection) as captured:
             outcomes = message_create_many(requests, publish=False)
         lookup = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith("WITH"))
@@ -165,10 +172,13 @@ def batch() -> dict:
             cursor.execute(f"EXPLAIN {lookup}")
             plan = "\n".join(row[0] for row in cursor.fetchall())
         transaction.set_rollback(True)
-    return {
-        "outcomes": [[o.created, o.message.room.name, o.message.seq, o.message.content] for o in outcomes],
-        "plan": plan,
-    }
+
+    def shown(outcome) -> list:
+        if isinstance(outcome, MessageForbidden):
+            return ["refused", outcome.code]
+        return [outcome.created, outcome.message.room.name, outcome.message.seq, outcome.message.content]
+
+    return {"outcomes": [shown(o) for o in outcomes], "plan": plan}
 
 
 if __name__ == "__main__":

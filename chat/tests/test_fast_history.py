@@ -441,7 +441,13 @@ def test_the_environment_switch_decides_whether_the_server_runs_the_fast_path(va
     code = "import chatproject.asgi as asgi; print(type(asgi.http_app).__name__)"
 
     result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
 
     assert result.stdout.split()[-1] == expected

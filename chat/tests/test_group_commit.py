@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.tests.factories import UserFactory
 from chat import events, services, writer
 from chat.events import message_payload
-from chat.models import Message, Mute
+from chat.models import Message, Mute, Room
 from chat.services import MessageRejected, MessageRequest, MessageResult, message_create_many
 from chat.tests.factories import RoomFactory, make_message
 from chatproject.ratelimit import RateLimited
@@ -98,7 +98,8 @@ def test_a_batch_is_one_transaction_with_a_fixed_number_of_queries(general):
     # rooms' last_seq (+ transaction bookkeeping)
     statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
     assert [s for s in statements if s in ("WITH", "SELECT", "INSERT", "UPDATE")] == ["WITH", "INSERT", "UPDATE"]
-    general.refresh_from_db(), other.refresh_from_db()
+    general.refresh_from_db()
+    other.refresh_from_db()
     assert (general.last_seq, other.last_seq) == (20, 20)
 
 
@@ -307,19 +308,24 @@ async def test_the_next_batch_is_stored_while_the_previous_one_is_broadcast_and_
 ):
     room, alice = await room_and_alice("pipelined")
     real_write, real_publish = services.message_create_many, events.apublish_messages
-    log, first_broadcast_held, release = [], asyncio.Event(), asyncio.Event()
+    log, first_broadcast_held, release, second_stored = [], asyncio.Event(), asyncio.Event(), threading.Event()
 
     def recording_write(requests, **options):
         outcomes = real_write(requests, **options)
         log.append(("stored", [r.content for r in requests]))
+        if len(log) == 3:
+            second_stored.set()
         return outcomes
 
     async def held_publish(messages):
-        log.append(("broadcast", [m.content for m in messages]))
-        if len(log) == 2:  # the first batch's broadcast waits until the second batch is stored
+        contents = [m.content for m in messages]
+        log.append(("broadcast", contents))
+        if contents == ["one"]:  # the first batch's broadcast waits until the test releases it
             first_broadcast_held.set()
             await release.wait()
-        return await real_publish(messages)
+        reached = await real_publish(messages)
+        log.append(("broadcast done", contents))
+        return reached
 
     monkeypatch.setattr(services, "message_create_many", recording_write)
     monkeypatch.setattr(events, "apublish_messages", held_publish)
@@ -328,18 +334,38 @@ async def test_the_next_batch_is_stored_while_the_previous_one_is_broadcast_and_
     first = asyncio.create_task(the_writer.create(room=room, user=alice, content="one"))
     await asyncio.wait_for(first_broadcast_held.wait(), 10)
     second = asyncio.create_task(the_writer.create(room=room, user=alice, content="two"))
-    for _ in range(200):  # the writer's thread stores "two" while "one" is still being broadcast
-        if len(log) == 3:
-            break
-        await asyncio.sleep(0.01)
+    # The writer's thread stores "two" while "one" is still being broadcast ...
+    assert await sync_to_async(second_stored.wait, thread_sensitive=False)(10)
+    await asyncio.sleep(0.05)  # ... and "two" is not broadcast before "one" is done
     assert log == [("stored", ["one"]), ("broadcast", ["one"]), ("stored", ["two"])]
     assert not first.done() and not second.done()  # a send is answered only once broadcast
 
     release.set()
     results = await asyncio.gather(first, second)
 
-    assert log[3:] == [("broadcast", ["two"])]
+    assert log[3:] == [("broadcast done", ["one"]), ("broadcast", ["two"]), ("broadcast done", ["two"])]
     assert [(r.created, r.published, r.message.seq) for r in results] == [(True, True, 1), (True, True, 2)]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_a_cancelled_broadcast_answers_its_senders_and_the_next_batches_go_on(monkeypatch):
+    room, alice = await room_and_alice("cancelled")
+    real_publish, calls = events.apublish_messages, []
+
+    async def cancelled_once(messages):
+        calls.append([m.content for m in messages])
+        if len(calls) == 1:
+            raise asyncio.CancelledError
+        return await real_publish(messages)
+
+    monkeypatch.setattr(events, "apublish_messages", cancelled_once)
+    the_writer = writer.MessageWriter()
+
+    first = await asyncio.wait_for(the_writer.create(room=room, user=alice, content="one"), 10)
+    second = await asyncio.wait_for(the_writer.create(room=room, user=alice, content="two"), 10)
+
+    assert [(r.created, r.published, r.message.seq) for r in (first, second)] == [(True, False, 1), (True, True, 2)]
+    assert calls == [["one"], ["two"]]
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -356,3 +382,20 @@ async def test_a_failed_broadcast_still_answers_the_sender_with_its_stored_messa
     assert (result.created, result.published, result.message.seq) == (True, False, 1)
     assert await sync_to_async(Message.objects.filter(room=room, client_id="k1").count)() == 1
     assert "broadcast of 1 stored messages failed" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_send_to_a_room_deleted_meanwhile_is_refused_alone(general):
+    gone = RoomFactory(name="gone")
+    alice = UserFactory(username="alice")
+    requests = [
+        MessageRequest(room=general, user=alice, content="kept", client_id="k1"),
+        MessageRequest(room=gone, user=alice, content="lost", client_id="k2"),
+    ]
+    Room.objects.filter(pk=gone.pk).delete()  # the socket still holds the Room it joined
+
+    outcomes = message_create_many(requests)
+
+    assert (outcomes[0].created, outcomes[0].message.seq) == (True, 1)
+    assert isinstance(outcomes[1], Room.DoesNotExist)
+    assert list(Message.objects.values_list("content", flat=True)) == ["kept"]

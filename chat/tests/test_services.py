@@ -17,6 +17,7 @@ from chat.events import apublish_messages, encode, message_event, room_group
 from chat.models import AuditEntry, Message, Mute, Room
 from chat.services import MessageRejected, message_create
 from chat.tests.factories import RoomFactory
+from chatproject.ratelimit import RateLimited
 
 WRITERS = 24
 MESSAGES_PER_WRITER = 5
@@ -117,26 +118,58 @@ def test_message_create_without_client_id_never_deduplicates(general, user):
     assert (first.message.seq, second.message.seq) == (1, 2)
 
 
+def repeats_missed(monkeypatch, times: int) -> list:
+    """The batch's lookup of repeated client_ids misses `times` times, as when a writer in another
+    process stores the same client_id while the batch waits for the room's lock."""
+    real, calls = services._stored_repeats, []
+
+    def missing(keys, rows):
+        calls.append(keys)
+        return {} if len(calls) <= times else real(keys, rows)
+
+    monkeypatch.setattr(services, "_stored_repeats", missing)
+    return calls
+
+
 @pytest.mark.django_db
-def test_message_create_losing_the_client_id_race_returns_the_winner(general, user, monkeypatch):
-    # Simulate a concurrent writer that stored the same client_id after our check: the
-    # database constraint fires and the service answers with the winner's message.
+@pytest.mark.parametrize("misses", [1, 2])
+def test_message_create_losing_the_client_id_race_returns_the_winner(general, user, monkeypatch, misses):
+    # The constraint fires and the batch rolls back; once more it finds the winner (or, missed
+    # again, the request alone looks it up).
     winner = message_create(room=general, user=user, content="winner", client_id="abc").message
-    real_existing = services._existing
-    calls = []
-
-    def existing_missed_once(*args):
-        calls.append(args)
-        return {} if len(calls) == 1 else real_existing(*args)
-
-    monkeypatch.setattr(services, "_existing", existing_missed_once)
+    calls = repeats_missed(monkeypatch, misses)
 
     result = message_create(room=general, user=user, content="loser", client_id="abc")
 
-    assert (result.created, result.message.pk) == (False, winner.pk)
+    assert (result.created, result.message.pk, result.message.content) == (False, winner.pk, "winner")
+    assert len(calls) == misses + 1
     assert Message.objects.count() == 1
     general.refresh_from_db()
     assert general.last_seq == 1
+
+
+@pytest.mark.django_db
+def test_a_batch_that_lost_a_client_id_race_is_stored_again_counting_sends_once(general, user, monkeypatch, settings):
+    settings.CHAT_MESSAGE_RATE = "2/min"
+    bob = UserFactory(username="bob")
+    winner = message_create(room=general, user=user, content="winner", client_id="abc").message
+    calls = repeats_missed(monkeypatch, 1)
+    requests = [
+        services.MessageRequest(room=general, user=user, content="loser", client_id="abc"),
+        services.MessageRequest(room=general, user=bob, content="bob 1"),
+    ]
+
+    outcomes = services.message_create_many(requests)
+    assert len(calls) == 2  # the batch was stored twice; bob's first send counted once
+    after = message_create(room=general, user=bob, content="bob 2")  # bob's second of two: allowed
+
+    assert [(o.created, o.message.content, o.message.seq) for o in outcomes] == [
+        (False, "winner", winner.seq),
+        (True, "bob 1", 2),
+    ]
+    assert (after.created, after.message.seq) == (True, 3)
+    with pytest.raises(RateLimited):
+        message_create(room=general, user=bob, content="bob 3")
 
 
 # --- validation -----------------------------------------------------------------------------

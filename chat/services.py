@@ -14,7 +14,7 @@ from chat import sql
 from chat.audit import audit_record, audit_record_many
 from chat.events import publish_message_deleted, publish_messages
 from chat.models import Message, Mute, Room
-from chatproject.ratelimit import RateLimited, hit, parse_rate
+from chatproject.ratelimit import hit, hit_many, parse_rate
 
 CLIENT_ID_MAX_LENGTH = 64
 ROOM_TITLE_MAX_LENGTH = 200
@@ -255,54 +255,59 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
 
 def _store(requests: list[MessageRequest], valid: list[int], outcomes: list, rated: dict) -> list[MessageResult]:
     rooms, existing, mutes = _read_batch(requests, valid)
-    last_seqs = {room_id: last_seq for room_id, (last_seq, _) in rooms.items()}
-    rate = parse_rate(settings.CHAT_MESSAGE_RATE)
-    batch: dict[tuple, MessageResult] = {}
-    created: list[MessageResult] = []
+    # First what refuses a request on its own, then the rate (one cache round trip for the batch),
+    # then the seqs, in the requests' order.
+    postable, first_of_key, repeats_in_batch = [], {}, []
     for index in valid:
         request = requests[index]
         room_id, key = request.room.pk, _key(request)
         if room_id not in rooms:
             outcomes[index] = Room.DoesNotExist(f"Room {room_id} no longer exists.")
-            continue
-        if key in existing:
+        elif key in existing:
             outcomes[index] = MessageResult(existing[key], created=False)
+        elif key in first_of_key:  # the same client_id twice in one batch: the second is a repeat
+            repeats_in_batch.append((index, first_of_key[key]))
+        else:
+            try:
+                _check_may_post(archived=rooms[room_id][1], until=mutes.get((request.user.pk, room_id)))
+            except MessageForbidden as exc:
+                outcomes[index] = exc
+                continue
+            postable.append(index)
+            if key is not None:
+                first_of_key[key] = index
+    last_seqs = {room_id: last_seq for room_id, (last_seq, _) in rooms.items()}
+    created: list[MessageResult] = []
+    for index, refused in zip(postable, _rate_checks([requests[i] for i in postable], rated), strict=True):
+        if refused is not None:
+            outcomes[index] = refused
             continue
-        if key in batch:  # the same client_id twice in one batch: the second is a repeat
-            outcomes[index] = MessageResult(batch[key].message, created=False)
-            continue
-        try:
-            _check_may_post(archived=rooms[room_id][1], until=mutes.get((request.user.pk, room_id)))
-            _rate_check(request, rate, rated)
-        except (MessageForbidden, RateLimited) as exc:
-            outcomes[index] = exc
-            continue
-        last_seqs[room_id] += 1
+        request = requests[index]
+        last_seqs[request.room.pk] += 1
         # The sender's Room instance: its name and id are what the message needs (its other
         # fields may be as old as the socket; the rows just locked are the current ones).
         message = Message(room=request.room, user=request.user, content=request.content, client_id=request.client_id)
-        message.seq = last_seqs[room_id]
+        message.seq = last_seqs[request.room.pk]
         outcomes[index] = result = MessageResult(message, created=True)
         created.append(result)
-        if key is not None:
-            batch[key] = result
+    for index, first in repeats_in_batch:  # the original's outcome: its message, or its refusal
+        original = outcomes[first]
+        stored = isinstance(original, MessageResult)
+        outcomes[index] = MessageResult(original.message, created=False) if stored else original
     if created:
         _insert([r.message for r in created])
         _set_last_seqs({room_id: last_seqs[room_id] for room_id in {r.message.room_id for r in created}})
     return created
 
 
-def _rate_check(request: MessageRequest, rate, rated: dict) -> None:
-    """Count the message once, whatever the transport, even when its batch is stored again
-    (`rated` keeps each request's verdict); raise RateLimited when it is over the rate."""
-    if id(request) not in rated:
-        try:
-            hit("messages", str(request.user.pk), rate)
-            rated[id(request)] = None
-        except RateLimited as exc:
-            rated[id(request)] = exc
-    if rated[id(request)] is not None:
-        raise rated[id(request)]
+def _rate_checks(requests: list[MessageRequest], rated: dict) -> list:
+    """Count each message once, whatever the transport, even when its batch is stored again
+    (`rated` keeps each request's verdict): per request, the RateLimited refusing it, or None."""
+    new = [request for request in requests if id(request) not in rated]
+    rate = parse_rate(settings.CHAT_MESSAGE_RATE)
+    for request, verdict in zip(new, hit_many("messages", [str(r.user.pk) for r in new], rate), strict=True):
+        rated[id(request)] = verdict
+    return [rated[id(request)] for request in requests]
 
 
 def _set_last_seqs(last_seqs: dict[int, int]) -> None:

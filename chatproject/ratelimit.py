@@ -9,9 +9,11 @@ import logging
 import math
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger("chat.ratelimit")
@@ -59,24 +61,59 @@ def _window(rate: Rate, now: float) -> tuple[int, float]:
 
 def hit(scope: str, key: str, rate: Rate | None, *, now: float | None = None) -> None:
     """Count one event; raise RateLimited when it goes over the rate (the event is then refused)."""
+    refused = hit_many(scope, [key], rate, now=now)[0]
+    if refused is not None:
+        raise refused
+
+
+def hit_many(scope: str, keys: list[str], rate: Rate | None, *, now: float | None = None) -> list:
+    """Count one event per entry of `keys`, in order (a key may repeat): for each, the RateLimited
+    that refuses it, or None. One round trip to Redis for all of them."""
     if rate is None:
-        return
+        return [None] * len(keys)
     now = time.time() if now is None else now
     index, remaining = _window(rate, now)
-    cache_key = f"rl:{scope}:{key}:{rate.seconds}:{index}"
+    deltas = Counter(f"rl:{scope}:{key}:{rate.seconds}:{index}" for key in keys)
     try:
-        cache.add(cache_key, 0, timeout=rate.seconds + 1)
-        try:
-            count = cache.incr(cache_key)
-        except ValueError:  # expired between add and incr
-            cache.set(cache_key, 1, timeout=rate.seconds + 1)
-            count = 1
+        counts = _add_to_counters(deltas, timeout=rate.seconds + 1)
     except Exception:
         # The cache (Redis) is down: limits fail open, so a send is still stored, not refused.
         logger.warning("rate limit %s not counted (cache unavailable)", scope, exc_info=True)
-        return
-    if count > rate.count:
-        raise RateLimited(retry_after=max(remaining, 0.001))
+        return [None] * len(keys)
+    verdicts, numbered = [], Counter()
+    for key in keys:
+        cache_key = f"rl:{scope}:{key}:{rate.seconds}:{index}"
+        numbered[cache_key] += 1
+        number = counts[cache_key] - deltas[cache_key] + numbered[cache_key]  # this event's place in the window
+        verdicts.append(RateLimited(retry_after=max(remaining, 0.001)) if number > rate.count else None)
+    return verdicts
+
+
+def _add_to_counters(deltas: dict[str, int], *, timeout: int) -> dict[str, int]:
+    """Add each delta to its counter, created at 0 to expire after `timeout` s; the new counts.
+
+    On Redis in one transaction, one round trip: the cache API takes three per counter (add, then
+    incr, which first checks that the key exists). The keys are the cache's own (prefix, version),
+    so `peek` reads them through the cache API.
+    """
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        keys = {key: backend.make_and_validate_key(key) for key in deltas}
+        with backend._cache.get_client(write=True).pipeline(transaction=True) as pipe:
+            for key, delta in deltas.items():
+                pipe.set(keys[key], 0, ex=timeout, nx=True)
+                pipe.incrby(keys[key], delta)
+            replies = pipe.execute()
+        return {key: int(replies[2 * n + 1]) for n, key in enumerate(deltas)}
+    counts = {}
+    for key, delta in deltas.items():
+        backend.add(key, 0, timeout=timeout)
+        try:
+            counts[key] = backend.incr(key, delta)
+        except ValueError:  # expired between add and incr
+            backend.set(key, delta, timeout=timeout)
+            counts[key] = delta
+    return counts
 
 
 def peek(scope: str, key: str, rate: Rate | None, *, now: float | None = None) -> float | None:

@@ -171,6 +171,33 @@ def test_a_rate_limited_request_is_refused_alone(general, settings):
 
 
 @pytest.mark.django_db
+def test_a_client_id_twice_in_a_batch_is_stored_once_or_refused_once_with_its_first(general, settings):
+    settings.CHAT_MESSAGE_RATE = "2/min"
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    requests = [
+        MessageRequest(room=general, user=alice, content="a", client_id="a1"),
+        MessageRequest(room=general, user=alice, content="a again", client_id="a1"),  # a repeat: not counted
+        MessageRequest(room=general, user=alice, content="b", client_id="a2"),
+        MessageRequest(room=general, user=alice, content="c", client_id="a3"),  # over the rate
+        MessageRequest(room=general, user=alice, content="c again", client_id="a3"),  # its repeat: same refusal
+        MessageRequest(room=general, user=bob, content="d", client_id="a1"),  # another user's client_id
+    ]
+
+    outcomes = message_create_many(requests)
+
+    assert [outcome_summary(o)[:3] for o in outcomes] == [
+        ("stored", "general", 1),
+        ("repeat", "general", 1),
+        ("stored", "general", 2),
+        ("RateLimited", None),
+        ("RateLimited", None),
+        ("stored", "general", 3),
+    ]
+    assert outcomes[4] is outcomes[3]
+    assert list(Message.objects.order_by("seq").values_list("content", flat=True)) == ["a", "b", "d"]
+
+
+@pytest.mark.django_db
 def test_an_archived_room_refuses_every_request_of_the_batch(general):
     general.archived_at = timezone.now()
     general.save()

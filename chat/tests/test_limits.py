@@ -1,11 +1,14 @@
 """Rate limits, connection limits and WebSocket tickets (issue: abuse resistance)."""
 
 import asyncio
+import uuid
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from accounts.tests.factories import DEFAULT_PASSWORD, UserFactory
@@ -17,7 +20,7 @@ from chat.tests.test_consumers import (
     enter,
     receive,
 )
-from chatproject.ratelimit import Rate, client_ip, parse_rate
+from chatproject.ratelimit import Rate, RateLimited, client_ip, hit, hit_many, parse_rate, peek
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -59,6 +62,78 @@ def test_parse_rate_refuses_nonsense(text):
 )
 def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(meta, trusted, expected):
     assert client_ip(meta, trusted) == expected
+
+
+# --- counting -------------------------------------------------------------------------------
+
+REDIS_CACHE_DB = "redis://127.0.0.1:6379/6"
+
+
+@pytest.fixture(params=["locmem", "redis"])
+def cache_backend(request, settings):
+    """Django's default cache as the server configures it: in process, or on Redis."""
+    if request.param == "redis":
+        try:
+            redis.Redis.from_url(REDIS_CACHE_DB, socket_connect_timeout=1).ping()
+        except redis.RedisError:
+            pytest.skip("Redis is not running on 127.0.0.1:6379")
+        prefix = f"ratelimit-test-{uuid.uuid4().hex}"
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": REDIS_CACHE_DB,
+                "KEY_PREFIX": prefix,
+            }
+        }
+        yield request.param
+        client = redis.Redis.from_url(REDIS_CACHE_DB)
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
+    else:
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+        yield request.param
+
+
+def test_hit_many_counts_each_entry_in_order_across_calls_and_keys(cache_backend):
+    rate, now = Rate(count=3, seconds=60), 1_000_000.0  # 20 s left in the window
+
+    first = hit_many("messages", ["alice", "bob", "alice", "alice", "alice"], rate, now=now)
+    second = hit_many("messages", ["bob", "bob", "bob", "alice"], rate, now=now + 1)
+
+    verdicts = [None if v is None else round(v.retry_after) for v in first + second]
+    assert verdicts == [None, None, None, None, 20, None, None, 19, 19]
+    assert peek("messages", "alice", rate, now=now + 1) == pytest.approx(19)  # same counters as peek reads
+    assert peek("messages", "carol", rate, now=now + 1) is None
+    assert hit_many("messages", ["alice"], rate, now=now + 60) == [None]  # a new window
+
+
+def test_hit_is_hit_many_of_one(cache_backend):
+    rate = Rate(count=1, seconds=60)
+    hit("login", "203.0.113.9", rate, now=60.0)
+    with pytest.raises(RateLimited):
+        hit("login", "203.0.113.9", rate, now=61.0)
+
+
+def test_counters_on_redis_expire_with_their_window(cache_backend):
+    if cache_backend != "redis":
+        pytest.skip("the in-process cache's expiry is Django's")
+    from django.core.cache import caches
+
+    hit_many("messages", ["alice", "alice"], Rate(count=5, seconds=10), now=1_000_000.0)
+
+    backend = caches["default"]
+    key = backend.make_and_validate_key("rl:messages:alice:10:100000")
+    client = redis.Redis.from_url(REDIS_CACHE_DB)
+    assert (int(client.get(key)), 0 < client.ttl(key) <= 11) == (2, True)
+
+
+def test_an_unreachable_cache_refuses_nothing(caplog):
+    unreachable = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    with override_settings(CACHES={"default": unreachable}):  # undone before the cache is cleared
+        verdicts = hit_many("messages", ["alice"] * 5, Rate(count=1, seconds=60))
+
+    assert verdicts == [None] * 5
+    assert "rate limit messages not counted" in caplog.text
 
 
 # --- /register and /token per client address --------------------------------------------------

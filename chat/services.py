@@ -292,8 +292,10 @@ def _store(requests: list[MessageRequest], valid: list[int], outcomes: list, rat
         created.append(result)
     for index, first in repeats_in_batch:  # the original's outcome: its message, or its refusal
         original = outcomes[first]
-        stored = isinstance(original, MessageResult)
-        outcomes[index] = MessageResult(original.message, created=False) if stored else original
+        if isinstance(original, MessageResult):
+            outcomes[index] = MessageResult(original.message, created=False)
+        else:
+            outcomes[index] = rated[id(requests[index])] = original  # refused alike, were it stored alone
     if created:
         _insert([r.message for r in created])
         _set_last_seqs({room_id: last_seqs[room_id] for room_id in {r.message.room_id for r in created}})

@@ -6,16 +6,18 @@ transaction and one commit. With one send in flight it is written at once (no ad
 under load a commit carries as many messages as arrived during the previous one. A send is
 answered only after its batch committed and its broadcast was attempted.
 
-The broadcast of a batch runs on the event loop while the writer's thread stores the next
-batch: the thread never waits for the loop. Batches are broadcast in the order they committed.
+The writer's thread takes each next batch from the queue itself, and the broadcast of a batch
+runs on the event loop while the thread stores the next one: the thread never waits for the
+loop. Batches are broadcast in the order they committed.
 """
 
 import asyncio
+import contextlib
 import logging
+import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import sync_to_async
 from django.db import connection
 
 from chat import events, services
@@ -40,29 +42,47 @@ def _write(requests: list[services.MessageRequest]) -> list:
 
 
 class MessageWriter:
+    """The writer of one event loop. Sends queue here; the writer's thread takes whatever has
+    queued, stores it, hands the outcomes to the loop and goes on with what queued meanwhile,
+    without waiting for the loop (a busy loop left the thread idle for as long as a write took)."""
+
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._waiting: list[tuple[services.MessageRequest, asyncio.Future]] = []
-        self._task: asyncio.Task | None = None
+        self._running = False  # the thread is draining this writer's queue
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._broadcast: asyncio.Task | None = None  # the last batch's broadcast
 
     async def create(self, *, room, user, content, client_id=None) -> services.MessageResult:
         """Store one message as services.message_create does (same result, same exceptions)."""
-        future = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        future = self._loop.create_future()
         request = services.MessageRequest(room=room, user=user, content=content, client_id=client_id)
-        self._waiting.append((request, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name="chat-writer")
+        with self._lock:
+            self._waiting.append((request, future))
+            start, self._running = not self._running, True
+        if start:
+            _thread.submit(self._drain, self._loop)
         return await future
 
-    async def _drain(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the writer's thread: store batches until the queue is empty."""
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self._running = False
+                    return
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             try:
-                outcomes = await sync_to_async(_write, thread_sensitive=False, executor=_thread)([r for r, _ in batch])
+                outcomes = _write([request for request, _ in batch])
             except Exception as exc:  # the database is down: every send of the batch is refused
                 outcomes = [exc] * len(batch)
-            # Broadcast while the thread stores the next batch, after the previous batch's broadcast.
-            self._broadcast = asyncio.create_task(self._answer(batch, outcomes, after=self._broadcast))
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these answers
+                loop.call_soon_threadsafe(self._written, batch, outcomes)
+
+    def _written(self, batch: list, outcomes: list) -> None:
+        """On the loop: broadcast the batch after the previous batch's broadcast, then answer its sends."""
+        self._broadcast = asyncio.create_task(self._answer(batch, outcomes, after=self._broadcast))
 
     @staticmethod
     async def _answer(

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient, RedisSerializer
 from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger("chat.ratelimit")
@@ -89,6 +89,13 @@ def hit_many(scope: str, keys: list[str], rate: Rate | None, *, now: float | Non
     return verdicts
 
 
+def _plain_redis(backend) -> bool:
+    """Django's own Redis client and serializer, whose keys and integers the pipeline writes as they
+    would (any other client or serializer goes through the cache API)."""
+    client = getattr(backend, "_cache", None) if isinstance(backend, RedisCache) else None
+    return type(client) is RedisCacheClient and type(getattr(client, "_serializer", None)) is RedisSerializer
+
+
 def _add_to_counters(deltas: dict[str, int], *, timeout: int) -> dict[str, int]:
     """Add each delta to its counter, created at 0 to expire after `timeout` s; the new counts.
 
@@ -97,7 +104,7 @@ def _add_to_counters(deltas: dict[str, int], *, timeout: int) -> dict[str, int]:
     so `peek` reads them through the cache API.
     """
     backend = caches["default"]
-    if isinstance(backend, RedisCache):
+    if _plain_redis(backend):
         keys = {key: backend.make_and_validate_key(key) for key in deltas}
         with backend._cache.get_client(write=True).pipeline(transaction=True) as pipe:
             for key, delta in deltas.items():

@@ -6,6 +6,7 @@ from datetime import UTC, timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -171,7 +172,7 @@ def test_a_rate_limited_request_is_refused_alone(general, settings):
 
 
 @pytest.mark.django_db
-def test_a_client_id_twice_in_a_batch_is_stored_once_or_refused_once_with_its_first(general, settings):
+def test_a_client_id_twice_in_a_batch_is_stored_once_or_refused_once_with_its_first(general, settings, monkeypatch):
     settings.CHAT_MESSAGE_RATE = "2/min"
     alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
     requests = [
@@ -182,6 +183,8 @@ def test_a_client_id_twice_in_a_batch_is_stored_once_or_refused_once_with_its_fi
         MessageRequest(room=general, user=alice, content="c again", client_id="a3"),  # its repeat: same refusal
         MessageRequest(room=general, user=bob, content="d", client_id="a1"),  # another user's client_id
     ]
+
+    monkeypatch.setattr("chatproject.ratelimit.time.time", lambda: 6_000_030.0)  # one window throughout
 
     outcomes = message_create_many(requests)
 
@@ -194,6 +197,8 @@ def test_a_client_id_twice_in_a_batch_is_stored_once_or_refused_once_with_its_fi
         ("stored", "general", 3),
     ]
     assert outcomes[4] is outcomes[3]
+    # a1, a2, a3 were counted; the repeats were not
+    assert (cache.get(f"rl:messages:{alice.pk}:60:100000"), cache.get(f"rl:messages:{bob.pk}:60:100000")) == (3, 1)
     assert list(Message.objects.order_by("seq").values_list("content", flat=True)) == ["a", "b", "d"]
 
 
@@ -426,3 +431,34 @@ def test_a_send_to_a_room_deleted_meanwhile_is_refused_alone(general):
     assert (outcomes[0].created, outcomes[0].message.seq) == (True, 1)
     assert isinstance(outcomes[1], Room.DoesNotExist)
     assert list(Message.objects.values_list("content", flat=True)) == ["kept"]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_the_writers_thread_goes_on_to_the_next_batch_while_the_event_loop_is_busy(monkeypatch):
+    room, alice = await room_and_alice("busy-loop")
+    real = services.message_create_many
+    first_started, release_first, second_stored = threading.Event(), threading.Event(), threading.Event()
+
+    def recording(requests, **options):
+        contents = [r.content for r in requests]
+        if contents == ["one"]:
+            first_started.set()
+            release_first.wait(10)
+        outcomes = real(requests, **options)
+        if contents == ["two"]:
+            second_stored.set()
+        return outcomes
+
+    monkeypatch.setattr(services, "message_create_many", recording)
+    the_writer = writer.MessageWriter()
+    first = asyncio.create_task(the_writer.create(room=room, user=alice, content="one"))
+    await sync_to_async(first_started.wait, thread_sensitive=False)(10)
+    second = asyncio.create_task(the_writer.create(room=room, user=alice, content="two"))
+    await asyncio.sleep(0)  # "two" is queued
+
+    release_first.set()
+    stored_while_the_loop_was_blocked = second_stored.wait(10)  # blocks the event loop itself
+
+    assert stored_while_the_loop_was_blocked
+    results = await asyncio.gather(first, second)
+    assert [(r.created, r.message.seq, r.message.content) for r in results] == [(True, 1, "one"), (True, 2, "two")]

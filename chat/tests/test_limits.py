@@ -70,28 +70,28 @@ REDIS_CACHE_DB = "redis://127.0.0.1:6379/6"
 
 
 @pytest.fixture(params=["locmem", "redis"])
-def cache_backend(request, settings):
-    """Django's default cache as the server configures it: in process, or on Redis."""
-    if request.param == "redis":
-        try:
-            redis.Redis.from_url(REDIS_CACHE_DB, socket_connect_timeout=1).ping()
-        except redis.RedisError:
-            pytest.skip("Redis is not running on 127.0.0.1:6379")
-        prefix = f"ratelimit-test-{uuid.uuid4().hex}"
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": REDIS_CACHE_DB,
-                "KEY_PREFIX": prefix,
-            }
-        }
-        yield request.param
-        client = redis.Redis.from_url(REDIS_CACHE_DB)
+def cache_backend(request):
+    """Django's default cache as the server configures it: in process, or on Redis (keys of the test's
+    own prefix, removed afterwards; the override ends before the suite clears the cache)."""
+    if request.param == "locmem":
+        with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}):
+            yield request.param
+        return
+    client = redis.Redis.from_url(REDIS_CACHE_DB, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        client.close()
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    prefix = f"ratelimit-test-{uuid.uuid4().hex}"
+    redis_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_DB}
+    try:
+        with override_settings(CACHES={"default": {**redis_cache, "KEY_PREFIX": prefix}}):
+            yield request.param
+    finally:
         for key in client.scan_iter(match=f"{prefix}*"):
             client.delete(key)
-    else:
-        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-        yield request.param
+        client.close()
 
 
 def test_hit_many_counts_each_entry_in_order_across_calls_and_keys(cache_backend):
@@ -114,17 +114,18 @@ def test_hit_is_hit_many_of_one(cache_backend):
         hit("login", "203.0.113.9", rate, now=61.0)
 
 
-def test_counters_on_redis_expire_with_their_window(cache_backend):
-    if cache_backend != "redis":
-        pytest.skip("the in-process cache's expiry is Django's")
+@pytest.mark.parametrize("cache_backend", ["redis"], indirect=True)
+def test_counters_on_redis_carry_their_windows_ttl(cache_backend):
     from django.core.cache import caches
 
     hit_many("messages", ["alice", "alice"], Rate(count=5, seconds=10), now=1_000_000.0)
 
-    backend = caches["default"]
-    key = backend.make_and_validate_key("rl:messages:alice:10:100000")
+    key = caches["default"].make_and_validate_key("rl:messages:alice:10:100000")
     client = redis.Redis.from_url(REDIS_CACHE_DB)
-    assert (int(client.get(key)), 0 < client.ttl(key) <= 11) == (2, True)
+    try:
+        assert (int(client.get(key)), 0 < client.ttl(key) <= 11) == (2, True)
+    finally:
+        client.close()
 
 
 def test_an_unreachable_cache_refuses_nothing(caplog):
@@ -339,3 +340,20 @@ def test_a_ticket_needs_a_bearer_token():
     response = APIClient().post("/ws-ticket")
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("cache_backend", ["redis"], indirect=True)
+def test_the_servers_redis_cache_is_counted_in_one_pipeline(cache_backend, monkeypatch):
+
+    executed = []
+    real_execute = redis.client.Pipeline.execute
+
+    def recording(self, *args, **kwargs):
+        executed.append(len(self.command_stack))
+        return real_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", recording)
+
+    hit_many("messages", ["alice", "bob", "alice"], Rate(count=5, seconds=10))
+
+    assert executed == [4]  # SET NX and INCRBY for each of the two counters, one round trip

@@ -21,8 +21,9 @@ Scenarios (--only takes their names), each on both servers unless said otherwise
 - connects: connect (token auth for the chat), wait for the first event (the chat's presence; the
   relay sends none, so its handshake), close; errors counted;
 - latency: rooms of 10, 100 and 1,000, open loop at a fixed rate: send→receive p50/p99;
-- persisted: many senders in several rooms, closed loop, then the history of every room is read back
-  over GET /messages and must hold exactly what was sent;
+- persisted: many senders in several rooms (50 in 10), closed loop, 200 messages each (a run of a few
+  seconds: 40 each, half a second, varied by a quarter between runs), then the history of every room
+  is read back over GET /messages and must hold exactly what was sent;
 - logins: sequential POST /token (chat only);
 - login_load: 20 concurrent POST /token logins while a 20-member room chats in open loop: login p50 and
   the chat's p99 during the logins and, in the same run, without them (chat only);
@@ -732,7 +733,7 @@ class Bench:
         self.record(f"fanout_latency_{members}", chat, reference, members=members, rate=rate, messages=total)
 
     def persisted(self) -> None:
-        rooms, per_room, messages = (2, 3, 3) if self.smoke else (10, 5, 40)
+        rooms, per_room, messages = (2, 3, 3) if self.smoke else (10, 5, 200)
 
         def run(server: Server, chat: bool) -> dict:
             names = [self.fresh_room() if chat else f"persist{n}" for n in range(rooms)]

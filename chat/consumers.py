@@ -1,6 +1,7 @@
 """The room WebSocket: parse a frame, call one service, send events. Protocol in README.md."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -8,6 +9,7 @@ import uuid
 from collections import deque
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -76,6 +78,17 @@ class RoomConsumer(AsyncWebsocketConsumer):
     closed = False
     write_frame = None  # chat.frames.direct_writer: room events skip the ASGI send path
     tasks: list
+
+    async def __call__(self, scope, receive, send):
+        # Channels waits for each frame with a new task and asyncio.wait, to listen to the socket's
+        # channel-layer channel at the same time; these sockets have none (the alias names no
+        # layer), so frames are read in a plain loop.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            while True:
+                await self.dispatch(await receive())
 
     async def dispatch(self, message):
         # Channels closes stale database connections before every frame (a thread hop each); the

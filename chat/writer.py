@@ -50,35 +50,39 @@ class MessageWriter:
         self._lock = threading.Lock()
         self._waiting: list[tuple[services.MessageRequest, asyncio.Future]] = []
         self._running = False  # the thread is draining this writer's queue
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._broadcast: asyncio.Task | None = None  # the last batch's broadcast
 
     async def create(self, *, room, user, content, client_id=None) -> services.MessageResult:
         """Store one message as services.message_create does (same result, same exceptions)."""
-        self._loop = asyncio.get_running_loop()
-        future = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         request = services.MessageRequest(room=room, user=user, content=content, client_id=client_id)
         with self._lock:
             self._waiting.append((request, future))
             start, self._running = not self._running, True
         if start:
-            _thread.submit(self._drain, self._loop)
+            _thread.submit(self._drain, loop)
         return await future
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """In the writer's thread: store batches until the queue is empty."""
-        while True:
+        try:
+            while True:
+                with self._lock:
+                    if not self._waiting:
+                        self._running = False
+                        return
+                    batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                try:
+                    outcomes = _write([request for request, _ in batch])
+                except Exception as exc:  # the database is down: every send of the batch is refused
+                    outcomes = [exc] * len(batch)
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these answers
+                    loop.call_soon_threadsafe(self._written, batch, outcomes)
+        except BaseException:  # the thread is going away: the next send starts another drain
             with self._lock:
-                if not self._waiting:
-                    self._running = False
-                    return
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-            try:
-                outcomes = _write([request for request, _ in batch])
-            except Exception as exc:  # the database is down: every send of the batch is refused
-                outcomes = [exc] * len(batch)
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these answers
-                loop.call_soon_threadsafe(self._written, batch, outcomes)
+                self._running = False
+            raise
 
     def _written(self, batch: list, outcomes: list) -> None:
         """On the loop: broadcast the batch after the previous batch's broadcast, then answer its sends."""

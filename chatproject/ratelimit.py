@@ -59,6 +59,11 @@ def _window(rate: Rate, now: float) -> tuple[int, float]:
     return index, (index + 1) * rate.seconds - now
 
 
+def _counter(scope: str, key: str, rate: Rate, index: int) -> str:
+    """The cache key counting the events of `key` in the window `index` of the rate."""
+    return f"rl:{scope}:{key}:{rate.seconds}:{index}"
+
+
 def hit(scope: str, key: str, rate: Rate | None, *, now: float | None = None) -> None:
     """Count one event; raise RateLimited when it goes over the rate (the event is then refused)."""
     refused = hit_many(scope, [key], rate, now=now)[0]
@@ -73,7 +78,8 @@ def hit_many(scope: str, keys: list[str], rate: Rate | None, *, now: float | Non
         return [None] * len(keys)
     now = time.time() if now is None else now
     index, remaining = _window(rate, now)
-    deltas = Counter(f"rl:{scope}:{key}:{rate.seconds}:{index}" for key in keys)
+    counters = [_counter(scope, key, rate, index) for key in keys]
+    deltas = Counter(counters)
     try:
         counts = _add_to_counters(deltas, timeout=rate.seconds + 1)
     except Exception:
@@ -81,10 +87,9 @@ def hit_many(scope: str, keys: list[str], rate: Rate | None, *, now: float | Non
         logger.warning("rate limit %s not counted (cache unavailable)", scope, exc_info=True)
         return [None] * len(keys)
     verdicts, numbered = [], Counter()
-    for key in keys:
-        cache_key = f"rl:{scope}:{key}:{rate.seconds}:{index}"
-        numbered[cache_key] += 1
-        number = counts[cache_key] - deltas[cache_key] + numbered[cache_key]  # this event's place in the window
+    for counter in counters:
+        numbered[counter] += 1
+        number = counts[counter] - deltas[counter] + numbered[counter]  # this event's place in the window
         verdicts.append(RateLimited(retry_after=max(remaining, 0.001)) if number > rate.count else None)
     return verdicts
 
@@ -130,7 +135,7 @@ def peek(scope: str, key: str, rate: Rate | None, *, now: float | None = None) -
     now = time.time() if now is None else now
     index, remaining = _window(rate, now)
     try:
-        count = cache.get(f"rl:{scope}:{key}:{rate.seconds}:{index}", 0)
+        count = cache.get(_counter(scope, key, rate, index), 0)
     except Exception:
         logger.warning("rate limit %s not read (cache unavailable)", scope, exc_info=True)
         return None

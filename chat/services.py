@@ -176,6 +176,21 @@ def _values_table(name: str, types: tuple[str, ...], rows: set[tuple]) -> tuple[
     return f"{name} AS (VALUES {', '.join([row] * len(rows))})", [value for values in rows for value in values]
 
 
+def _arrays() -> bool:
+    """On PostgreSQL the batch's statements take one array per column, bound on the server
+    (sql.cursor(server_binding=True)), instead of a placeholder per value: psycopg rewrote a text of
+    hundreds of placeholders with every value quoted into it on every call, and the server parsed
+    and planned it anew, which cost the writer's thread more than the statements took to run."""
+    return connection.vendor == "postgresql"
+
+
+def _array_table(name: str, types: tuple[str, ...], rows) -> tuple[str, list]:
+    """`name(columns) AS (SELECT * FROM unnest(...))` for a WITH clause, one array per column."""
+    arrays = ", ".join(f"CAST(%s AS {t}[])" for t in types)
+    columns = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in types]
+    return f"{name} AS (SELECT * FROM unnest({arrays}))", columns
+
+
 REPEAT_TYPES = ("BIGINT", "BIGINT", f"VARCHAR({CLIENT_ID_MAX_LENGTH})")
 
 
@@ -224,21 +239,28 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
     already holds the database's write lock. A repeat stored meanwhile by another process's
     writer is caught by the unique constraint (message_create_many's IntegrityError).
     """
-    room_ids, params = sql.placeholders(sorted({requests[i].room.pk for i in valid}))
+    arrays = _arrays()
+    room_ids = sorted({requests[i].room.pk for i in valid})
+    if arrays:
+        rooms_wanted, params = "id = ANY(CAST(%s AS BIGINT[]))", [room_ids]
+    else:
+        placeholders, params = sql.placeholders(room_ids)
+        rooms_wanted = f"id IN ({placeholders})"
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     tables = [
-        f"locked AS (SELECT id, last_seq, archived_at FROM {sql.table(Room)} "
-        f"WHERE id IN ({room_ids}) ORDER BY id{lock})"
+        f"locked AS (SELECT id, last_seq, archived_at FROM {sql.table(Room)} WHERE {rooms_wanted} ORDER BY id{lock})"
     ]
     parts = [f"SELECT {ROOM}, id, last_seq, CASE WHEN archived_at IS NULL THEN 0 ELSE 1 END, NULL FROM locked"]
     keys = {_key(requests[i]) for i in valid} - {None}
-    if keys:
-        repeats, repeat_params = _values_table("repeats(user_id, room_id, client_id)", REPEAT_TYPES, keys)
+    if keys or arrays:  # with arrays, the same statement whether or not the batch has client_ids
+        table = _array_table if arrays else _values_table
+        repeats, repeat_params = table("repeats(user_id, room_id, client_id)", REPEAT_TYPES, keys)
         tables.append(repeats)
         params += repeat_params
         parts.append(f"SELECT {REPEAT}, {_repeats_join()}")
     pairs = {(requests[i].user.pk, requests[i].room.pk) for i in valid}
-    posters, poster_params = _values_table("posters(user_id, room_id)", ("BIGINT", "BIGINT"), pairs)
+    table = _array_table if arrays else _values_table
+    posters, poster_params = table("posters(user_id, room_id)", ("BIGINT", "BIGINT"), pairs)
     tables.append(posters)
     now = timezone.now()
     params += [*poster_params, connection.ops.adapt_datetimefield_value(now)]
@@ -246,7 +268,7 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
         f"SELECT {MUTE}, m.user_id, m.room_id, 0, NULL FROM {sql.table(Mute)} m JOIN posters p "
         "ON m.user_id = p.user_id AND m.room_id = p.room_id WHERE m.until > %s"
     )
-    rows = sql.rows(f"WITH {', '.join(tables)} {' UNION ALL '.join(parts)}", params)
+    rows = sql.rows(f"WITH {', '.join(tables)} {' UNION ALL '.join(parts)}", params, server_binding=arrays)
     rooms = {row[1]: (row[2], bool(row[3])) for row in rows if row[0] == ROOM}
     repeats = _stored_repeats(keys, [row[1:] for row in rows if row[0] == REPEAT])
     muted = {(row[1], row[2]) for row in rows if row[0] == MUTE}
@@ -315,13 +337,21 @@ def _rate_checks(requests: list[MessageRequest], rated: dict) -> list:
 def _set_last_seqs(last_seqs: dict[int, int]) -> None:
     """Every room's new last_seq in one statement (a round trip per room cost more than the insert).
     The casts give the values a type where parameters are bound by the server."""
+    pairs = sorted(last_seqs.items())
+    if _arrays():
+        sql.execute(
+            f"UPDATE {sql.table(Room)} r SET last_seq = v.last_seq "
+            "FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS BIGINT[])) AS v(id, last_seq) WHERE r.id = v.id",
+            [[room_id for room_id, _ in pairs], [last_seq for _, last_seq in pairs]],
+            server_binding=True,
+        )
+        return
     cases = " ".join(["WHEN %s THEN CAST(%s AS BIGINT)"] * len(last_seqs))
     ids, id_params = sql.placeholders(sorted(last_seqs))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {sql.table(Room)} SET last_seq = CASE id {cases} END WHERE id IN ({ids})",
-            [*(value for pair in sorted(last_seqs.items()) for value in pair), *id_params],
-        )
+    sql.execute(
+        f"UPDATE {sql.table(Room)} SET last_seq = CASE id {cases} END WHERE id IN ({ids})",
+        [*(value for pair in pairs for value in pair), *id_params],
+    )
 
 
 def _insert(messages: list[Message]) -> None:
@@ -331,16 +361,38 @@ def _insert(messages: list[Message]) -> None:
     for message in messages:
         message.created = now
     columns = ("room_id", "user_id", "content", "created", "client_id", "seq")
-    per_statement = (connection.features.max_query_params or len(messages) * len(columns)) // len(columns)
-    ids = []
-    for start in range(0, len(messages), per_statement):
-        ids += _insert_rows(messages[start : start + per_statement], columns)
+    if _arrays():
+        ids = _insert_arrays(messages, columns)
+    else:
+        per_statement = (connection.features.max_query_params or len(messages) * len(columns)) // len(columns)
+        ids = []
+        for start in range(0, len(messages), per_statement):
+            ids += _insert_rows(messages[start : start + per_statement], columns)
     # Matched by (room, seq), which is unique: RETURNING promises no order.
     by_key = {(room_id, seq): message_id for message_id, room_id, seq in ids}
     for message in messages:
         message.id = by_key[(message.room_id, message.seq)]
         message._state.adding = False
         message._state.db = connection.alias
+
+
+def _insert_arrays(messages: list[Message], columns: tuple[str, ...]) -> list[tuple]:
+    """One INSERT of every message, a column to an array (PostgreSQL); (id, room_id, seq) of each row."""
+    return sql.rows(
+        f"INSERT INTO {sql.table(Message)} ({', '.join(columns)}) "
+        "SELECT room_id, user_id, content, CAST(%s AS TIMESTAMPTZ), client_id, seq FROM unnest("
+        f"CAST(%s AS BIGINT[]), CAST(%s AS BIGINT[]), CAST(%s AS TEXT[]), CAST(%s AS {REPEAT_TYPES[2]}[]), "
+        "CAST(%s AS BIGINT[])) AS t(room_id, user_id, content, client_id, seq) RETURNING id, room_id, seq",
+        [
+            messages[0].created,
+            [m.room_id for m in messages],
+            [m.user_id for m in messages],
+            [m.content for m in messages],
+            [m.client_id for m in messages],
+            [m.seq for m in messages],
+        ],
+        server_binding=True,
+    )
 
 
 def _insert_rows(messages: list[Message], columns: tuple[str, ...]) -> list[tuple]:

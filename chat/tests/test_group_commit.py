@@ -104,6 +104,45 @@ def test_a_batch_is_one_transaction_with_a_fixed_number_of_queries(general):
     assert (general.last_seq, other.last_seq) == (20, 20)
 
 
+on_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL only: integration/test_chat_on_postgresql.py runs it there"
+)
+
+
+@on_postgresql
+@pytest.mark.django_db
+def test_on_postgresql_every_batch_sends_the_same_three_statements_with_its_values_apart(general):
+    rooms = general, other = general, RoomFactory(name="other")
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    make_message(room=general, user=alice, content="earlier", client_id="seen")
+    Mute.objects.create(user=bob, room=other, until=timezone.now() + timedelta(minutes=5))
+    batches = [
+        [MessageRequest(room=general, user=alice, content="alone, no client_id")],
+        [
+            MessageRequest(room=general, user=alice, content="a repeat", client_id="seen"),
+            MessageRequest(room=other, user=bob, content="muted here"),
+            MessageRequest(room=general, user=bob, content="b1", client_id="b1"),
+            MessageRequest(room=other, user=alice, content="a1", client_id="a1"),
+        ],
+        [
+            MessageRequest(room=(general, other)[n % 2], user=alice, content=f"n{n}", client_id=f"n{n}")
+            for n in range(40)
+        ],
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = [[outcome_summary(o)[:3] for o in message_create_many(batch)] for batch in batches]
+
+    assert outcomes == [
+        [("stored", "general", 2)],
+        [("repeat", "general", 1), ("MessageForbidden", "muted"), ("stored", "general", 3), ("stored", "other", 1)],
+        [("stored", rooms[n % 2].name, (4 + n // 2, 2 + n // 2)[n % 2]) for n in range(40)],
+    ]
+    statements = [q["sql"] for q in queries.captured_queries if q["sql"].split()[0] in ("WITH", "INSERT", "UPDATE")]
+    assert len(statements) == 9 and len(set(statements)) == 3  # the same three texts, whatever the batch
+    assert all("$1" in text and "n39" not in text and "seen" not in text for text in statements)
+
+
 @pytest.mark.django_db
 def test_the_messages_a_batch_returns_are_the_stored_rows(general):
     other = RoomFactory(name="other")
@@ -120,7 +159,30 @@ def test_the_messages_a_batch_returns_are_the_stored_rows(general):
 
 
 @pytest.mark.django_db
+def test_contents_and_client_ids_an_array_literal_would_have_to_escape_are_stored_as_sent(general):
+    alice = UserFactory(username="alice")
+    sent = [
+        ('{"a", NULL}', "NULL"),
+        ("NULL", '{"x"}'),
+        ("back\\slash \\", None),
+        ("quote ' \" and, comma", "a,b"),
+        ("héllo 👋\nnew line", None),
+        ("{}", '\\"'),
+    ]
+
+    outcomes = message_create_many(
+        [MessageRequest(room=general, user=alice, content=content, client_id=client_id) for content, client_id in sent]
+    )
+
+    assert [(o.created, o.message.seq) for o in outcomes] == [(True, n) for n in range(1, 7)]
+    stored = Message.objects.order_by("seq").values_list("content", "client_id")
+    assert list(stored) == sent
+    assert_stored_as_returned([o.message for o in outcomes])
+
+
+@pytest.mark.django_db
 def test_a_batch_over_the_parameter_limit_is_inserted_in_several_statements(general, monkeypatch):
+    monkeypatch.setattr(services, "_arrays", lambda: False)  # PostgreSQL's arrays take one statement
     monkeypatch.setattr(type(connection.features), "max_query_params", 12)  # two rows of six columns
     alice = UserFactory(username="alice")
 
@@ -323,15 +385,22 @@ async def test_the_writer_keeps_its_connection_between_batches_and_replaces_a_br
         return outcomes
 
     monkeypatch.setattr(services, "message_create_many", recording)
+    backend, closed = type(connections["default"]), []
+    real_close = backend.close
+    monkeypatch.setattr(backend, "close", lambda self: closed.append(self.connection) or real_close(self))
     the_writer = writer.MessageWriter()
 
     await the_writer.create(room=room, user=alice, content="one")
     await the_writer.create(room=room, user=alice, content="two")
     assert seen[0][0] == seen[1][0] and seen[0][1] is seen[1][1]  # same thread, same open connection
+    assert closed == []
 
-    monkeypatch.setattr(type(connections["default"]), "is_usable", lambda self: False)
+    monkeypatch.setattr(backend, "is_usable", lambda self: False)
     await the_writer.create(room=room, user=alice, content="three")
-    assert seen[2][0] == seen[0][0] and seen[2][1] is not seen[0][1]  # same thread, a new connection
+    assert seen[2][0] == seen[0][0]  # the same thread, on another connection: the broken one was let go
+    assert closed == [seen[0][1]]
+    if default_connection.vendor == "sqlite":  # PostgreSQL's pool may hand the same one back, checked
+        assert seen[2][1] is not seen[0][1]
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

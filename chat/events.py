@@ -78,9 +78,13 @@ def member_event(kind: str, *, room: Room | str, user) -> dict:
     return {"type": kind, "room": name, "user": member, "timestamp": timezone.now().isoformat()}
 
 
+# One encoder for every event: json.dumps with options other than the defaults builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(event: dict) -> str:
     """Serialise an event once; every socket then sends the same text."""
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(event)
 
 
 async def group_send(group: str, message: dict) -> bool:

@@ -74,7 +74,10 @@ def _configured():
         from chat.presence_redis import RedisPresence
 
         return RedisPresence(
-            url=settings.REDIS_URL, prefix=settings.CHAT_REDIS_PREFIX, ttl=settings.CHAT_PRESENCE_TTL_SECONDS
+            url=settings.REDIS_URL,
+            prefix=settings.CHAT_REDIS_PREFIX,
+            ttl=settings.CHAT_PRESENCE_TTL_SECONDS,
+            timeout=settings.REDIS_TIMEOUT_SECONDS,
         )
     return InProcessPresence()
 

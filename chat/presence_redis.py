@@ -73,11 +73,12 @@ return gone
 
 
 class RedisPresence:
-    def __init__(self, *, url: str, prefix: str, ttl: int) -> None:
+    def __init__(self, *, url: str, prefix: str, ttl: int, timeout: float = 2.0) -> None:
         self.url = url
         self.prefix = f"{prefix}:presence"
         self.ttl = ttl
-        self._sync = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.timeout = timeout
+        self._sync = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._loop = None
         self._client: aioredis.Redis | None = None
         self._heartbeat: asyncio.Task | None = None
@@ -109,7 +110,9 @@ class RedisPresence:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop = loop
-            self._client = aioredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+            self._client = aioredis.Redis.from_url(
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            )
             self._connect_script = self._client.register_script(_CONNECT)
             self._disconnect_script = self._client.register_script(_DISCONNECT)
             self._heartbeat_script = self._client.register_script(_HEARTBEAT)

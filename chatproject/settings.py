@@ -142,6 +142,11 @@ CHAT_REDIS_PREFIX = env.str("CHAT_REDIS_PREFIX", default="chat")
 # A socket's presence entry lives this long without a heartbeat (heartbeats every third of it),
 # so the users of a node killed with -9 drop out within TTL + TTL/3.
 CHAT_PRESENCE_TTL_SECONDS = env.int("CHAT_PRESENCE_TTL_SECONDS", default=45)
+# How long a call to Redis (cache and presence) may wait for a connection or an answer, set here
+# rather than left to the client library's default (none before redis-py 8). The cache counts rate
+# limits on the writer's thread while it holds the rooms' locks: a Redis that hangs, rather than
+# refusing, holds every send until then; past it, limits fail open.
+REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
 if REDIS_URL:
     # Pub/sub: one PUBLISH per group send, fanned out inside each node, and consumers survive a
     # Redis restart (see README, "Several nodes"). Lost publishes are healed from the database.
@@ -156,6 +161,7 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CHAT_REDIS_PREFIX,
+            "OPTIONS": {"socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS},
         }
     }
 else:

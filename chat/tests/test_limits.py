@@ -1,11 +1,17 @@
 """Rate limits, connection limits and WebSocket tickets (issue: abuse resistance)."""
 
 import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
 import uuid
 
 import pytest
 import redis
 from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
@@ -135,6 +141,46 @@ def test_an_unreachable_cache_refuses_nothing(caplog):
 
     assert verdicts == [None] * 5
     assert "rate limit messages not counted" in caplog.text
+
+
+# Run in a process of its own: the settings build the Redis cache from the environment.
+HUNG_REDIS_CHECK = """
+import json, django
+django.setup()
+from django.conf import settings
+from chatproject.ratelimit import Rate, hit_many
+verdicts = hit_many("messages", ["alice"] * 3, Rate(count=1, seconds=60))
+print(json.dumps({"verdicts": verdicts, "options": settings.CACHES["default"]["OPTIONS"]}))
+"""
+
+
+def test_a_redis_that_never_answers_holds_a_rate_check_only_until_its_timeout():
+    with socket.socket() as hung:  # connections are accepted (the kernel's backlog); nothing answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        env = {
+            **{key: value for key, value in os.environ.items() if key != "DATABASE_URL"},
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+            "REDIS_URL": f"redis://127.0.0.1:{hung.getsockname()[1]}/0",
+            "REDIS_TIMEOUT_SECONDS": "0.5",
+        }
+        # The bound is the settings', whatever the client library's default (5 s in redis-py 8, none
+        # before): without one this run would wait forever and be killed.
+        done = subprocess.run(
+            [sys.executable, "-c", HUNG_REDIS_CHECK],
+            cwd=django_settings.BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "verdicts": [None, None, None],  # failed open: nothing refused
+        "options": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+    }
+    assert "rate limit messages not counted (cache unavailable)" in done.stderr
 
 
 # --- /register and /token per client address --------------------------------------------------

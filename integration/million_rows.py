@@ -147,10 +147,10 @@ def batch() -> dict:
     """One batch through services.message_create_many, rolled back: its outcomes, and the plan of the
     statement that locks the rooms and looks up repeated client_ids and mutes."""
     from django.db import connection, transaction
-    from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
     from accounts.models import User
+    from chat import sql
     from chat.models import Message, Mute, Room
     from chat.services import MessageForbidden, MessageRequest, message_create_many
 
@@ -165,12 +165,17 @@ def batch() -> dict:
     with transaction.atomic():
         muted = requests[len(REPEATED_SEQS) + MUTED_SEND]
         Mute.objects.create(user=muted.user, room=muted.room, until=timezone.now() + timedelta(hours=1))
-        with CaptureQueriesContext(connection) as captured:
+        statements = []
+
+        def record(execute, statement, params, many, context):
+            statements.append((statement, params))
+            return execute(statement, params, many, context)
+
+        with connection.execute_wrapper(record):
             outcomes = message_create_many(requests, publish=False)
-        lookup = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith("WITH"))
-        with connection.cursor() as cursor:
-            cursor.execute(f"EXPLAIN {lookup}")
-            plan = "\n".join(row[0] for row in cursor.fetchall())
+        # Explained as it was sent: its text, and its values bound on the server (arrays).
+        lookup, params = next((text, params) for text, params in statements if text.startswith("WITH"))
+        plan = "\n".join(row[0] for row in sql.rows(f"EXPLAIN {lookup}", params, server_binding=True))
         transaction.set_rollback(True)
 
     def shown(outcome) -> list:

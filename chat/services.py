@@ -180,7 +180,8 @@ def _arrays() -> bool:
     """On PostgreSQL the batch's statements take one array per column, bound on the server
     (sql.cursor(server_binding=True)), instead of a placeholder per value: psycopg rewrote a text of
     hundreds of placeholders with every value quoted into it on every call, and the server parsed
-    and planned it anew, which cost the writer's thread more than the statements took to run."""
+    that long text, which cost the writer's thread more than the statements took to run. Now the
+    text is short and the same for every batch, with six or seven parameters."""
     return connection.vendor == "postgresql"
 
 
@@ -381,7 +382,9 @@ def _insert_arrays(messages: list[Message], columns: tuple[str, ...]) -> list[tu
     return sql.rows(
         f"INSERT INTO {sql.table(Message)} ({', '.join(columns)}) "
         "SELECT room_id, user_id, content, CAST(%s AS TIMESTAMPTZ), client_id, seq FROM unnest("
-        f"CAST(%s AS BIGINT[]), CAST(%s AS BIGINT[]), CAST(%s AS TEXT[]), CAST(%s AS {REPEAT_TYPES[2]}[]), "
+        # client_id as TEXT: a cast to the column's VARCHAR(64) would cut a longer one short; stored
+        # into the column, it is refused instead (validation lets none through).
+        "CAST(%s AS BIGINT[]), CAST(%s AS BIGINT[]), CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), "
         "CAST(%s AS BIGINT[])) AS t(room_id, user_id, content, client_id, seq) RETURNING id, room_id, seq",
         [
             messages[0].created,

@@ -34,11 +34,14 @@ def execute(sql: str, params: list, *, server_binding: bool = False) -> None:
 def cursor(*, server_binding: bool = False):
     """Django's cursor. With server_binding=True, on PostgreSQL, one that sends the parameters apart
     from the statement (psycopg's Cursor, not the ClientCursor Django uses), for statements that
-    take a few arrays: psycopg need not rewrite their text with every value quoted into it."""
+    take a few arrays: psycopg need not rewrite their text with every value quoted into it. It is
+    wrapped as Django wraps its own (errors, query log, execute wrappers), but without the time
+    zone loader Django gives each of its cursors: not for statements that read timestamps."""
     if not server_binding or connection.vendor != "postgresql":
         return connection.cursor()
     from django.db.backends.postgresql.base import ServerBindingCursor  # psycopg 3's Cursor, as Django wraps it
 
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
     found = ServerBindingCursor(connection.connection)

@@ -147,6 +147,8 @@ CHAT_PRESENCE_TTL_SECONDS = env.int("CHAT_PRESENCE_TTL_SECONDS", default=45)
 # limits on the writer's thread while it holds the rooms' locks: a Redis that hangs, rather than
 # refusing, holds every send until then; past it, limits fail open.
 REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
+if REDIS_TIMEOUT_SECONDS <= 0:  # 0 would make every call fail at once: limits silently always open
+    raise ImproperlyConfigured("REDIS_TIMEOUT_SECONDS must be a number of seconds above 0.")
 if REDIS_URL:
     # Pub/sub: one PUBLISH per group send, fanned out inside each node, and consumers survive a
     # Redis restart (see README, "Several nodes"). Lost publishes are healed from the database.

@@ -147,10 +147,18 @@ def test_an_unreachable_cache_refuses_nothing(caplog):
 HUNG_REDIS_CHECK = """
 import json, django
 django.setup()
-from django.conf import settings
+from django.core.cache import cache
+from chat.presence import presence
 from chatproject.ratelimit import Rate, hit_many
 verdicts = hit_many("messages", ["alice"] * 3, Rate(count=1, seconds=60))
-print(json.dumps({"verdicts": verdicts, "options": settings.CACHES["default"]["OPTIONS"]}))
+timeouts = {
+    name: {key: pool.connection_kwargs[key] for key in ("socket_timeout", "socket_connect_timeout")}
+    for name, pool in (
+        ("cache", cache._cache.get_client(write=True).connection_pool),
+        ("presence", presence._sync.connection_pool),
+    )
+}
+print(json.dumps({"verdicts": verdicts, "timeouts": timeouts, "presence_async": presence.timeout}))
 """
 
 
@@ -176,9 +184,11 @@ def test_a_redis_that_never_answers_holds_a_rate_check_only_until_its_timeout():
         )
 
     assert done.returncode == 0, done.stderr
+    bound = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
     assert json.loads(done.stdout.splitlines()[-1]) == {
         "verdicts": [None, None, None],  # failed open: nothing refused
-        "options": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+        "timeouts": {"cache": bound, "presence": bound},  # the connections' own, not the defaults
+        "presence_async": 0.5,
     }
     assert "rate limit messages not counted (cache unavailable)" in done.stderr
 

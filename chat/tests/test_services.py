@@ -271,7 +271,7 @@ def _receive(channel: str, timeout: float):
     return async_to_sync(receive)()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_commit_is_published_as_one_layer_message_per_room_in_seq_order(user, monkeypatch):
     first_room, second_room = RoomFactory(name="first"), RoomFactory(name="second")
     monkeypatch.setattr(services, "publish_messages", lambda messages: [True] * len(messages))
@@ -305,7 +305,7 @@ def test_a_commit_is_published_as_one_layer_message_per_room_in_seq_order(user, 
         async_to_sync(layer.group_discard)(room_group(room_id), channel)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_room_group_receives_the_event_only_after_commit(user):
     room = RoomFactory(name="live")
     layer = get_channel_layer()
@@ -327,7 +327,7 @@ def test_room_group_receives_the_event_only_after_commit(user):
     async_to_sync(layer.group_discard)(room_group(room.pk), channel)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_rolled_back_message_is_never_published_and_uses_no_seq(user, monkeypatch):
     room = RoomFactory(name="rollback")
     published = []
@@ -342,7 +342,7 @@ def test_rolled_back_message_is_never_published_and_uses_no_seq(user, monkeypatc
     assert message_create(room=room, user=user, content="again").message.seq == 1
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_published_message_is_already_visible_to_other_connections(user, monkeypatch):
     room = RoomFactory(name="visible")
     seen = []
@@ -392,7 +392,7 @@ def _run_concurrently(targets) -> list[BaseException]:
     return errors
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_writers_to_one_room_get_gapless_unique_seqs():
     room = RoomFactory(name="busy")
     users = [UserFactory() for _ in range(WRITERS)]
@@ -422,7 +422,7 @@ def test_concurrent_writers_to_one_room_get_gapless_unique_seqs():
     assert room.last_seq == total
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_writers_to_several_rooms_keep_each_room_gapless():
     rooms = [RoomFactory(name=f"room-{n}") for n in range(3)]
     users = [UserFactory() for _ in range(WRITERS)]
@@ -445,7 +445,7 @@ def test_concurrent_writers_to_several_rooms_keep_each_room_gapless():
         )
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_posts_with_the_same_client_id_store_one_message():
     room = RoomFactory(name="retry")
     user = UserFactory()
@@ -495,7 +495,7 @@ def test_database_allows_many_messages_without_client_id(general, user):
 # --- moderation: message_delete, mutes, archived rooms (issue 7) ----------------------------
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_message_delete_announces_each_message_after_commit_and_seq_is_not_reused(user):
     room = RoomFactory(name="moderated")
     first, second = (message_create(room=room, user=user, content=c).message for c in ("a", "b"))

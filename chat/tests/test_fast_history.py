@@ -10,8 +10,6 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -26,6 +24,7 @@ from accounts.tokens import token_pair_issue
 from chat.fast_history import FastHistory, render
 from chat.serializers import MessageListQuerySerializer
 from chat.tests.factories import RoomFactory, make_message
+from chat.tests.processes import run_python
 from chatproject.handler import PooledASGIHandler
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -440,14 +439,6 @@ def test_the_environment_switch_decides_whether_the_server_runs_the_fast_path(va
         env["HISTORY_FAST_PATH"] = value
     code = "import chatproject.asgi as asgi; print(type(asgi.http_app).__name__)"
 
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=django_settings.BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = run_python(code, env, check=True)
 
     assert result.stdout.split()[-1] == expected

@@ -4,14 +4,11 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
-import sys
 import uuid
 
 import pytest
 import redis
 from asgiref.sync import sync_to_async
-from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
@@ -19,6 +16,7 @@ from rest_framework.test import APIClient
 
 from accounts.tests.factories import DEFAULT_PASSWORD, UserFactory
 from chat.models import Message
+from chat.tests.processes import run_python
 from chat.tests.test_consumers import (
     CLOSE_UNAUTHENTICATED,
     access_token,
@@ -174,14 +172,7 @@ def test_a_redis_that_never_answers_holds_a_rate_check_only_until_its_timeout():
         }
         # The bound is the settings', whatever the client library's default (5 s in redis-py 8, none
         # before): without one this run would wait forever and be killed.
-        done = subprocess.run(
-            [sys.executable, "-c", HUNG_REDIS_CHECK],
-            cwd=django_settings.BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_python(HUNG_REDIS_CHECK, env)
 
     assert done.returncode == 0, done.stderr
     bound = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}

@@ -253,14 +253,13 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
     ]
     parts = [f"SELECT {ROOM}, id, last_seq, CASE WHEN archived_at IS NULL THEN 0 ELSE 1 END, NULL FROM locked"]
     keys = {_key(requests[i]) for i in valid} - {None}
+    table = _array_table if arrays else _values_table
     if keys or arrays:  # with arrays, the same statement whether or not the batch has client_ids
-        table = _array_table if arrays else _values_table
         repeats, repeat_params = table("repeats(user_id, room_id, client_id)", REPEAT_TYPES, keys)
         tables.append(repeats)
         params += repeat_params
         parts.append(f"SELECT {REPEAT}, {_repeats_join()}")
     pairs = {(requests[i].user.pk, requests[i].room.pk) for i in valid}
-    table = _array_table if arrays else _values_table
     posters, poster_params = table("posters(user_id, room_id)", ("BIGINT", "BIGINT"), pairs)
     tables.append(posters)
     now = timezone.now()
@@ -340,15 +339,15 @@ def _set_last_seqs(last_seqs: dict[int, int]) -> None:
     The casts give the values a type where parameters are bound by the server."""
     pairs = sorted(last_seqs.items())
     if _arrays():
+        seqs, params = _array_table("seqs(id, last_seq)", ("BIGINT", "BIGINT"), pairs)
         sql.execute(
-            f"UPDATE {sql.table(Room)} r SET last_seq = v.last_seq "
-            "FROM unnest(CAST(%s AS BIGINT[]), CAST(%s AS BIGINT[])) AS v(id, last_seq) WHERE r.id = v.id",
-            [[room_id for room_id, _ in pairs], [last_seq for _, last_seq in pairs]],
+            f"WITH {seqs} UPDATE {sql.table(Room)} r SET last_seq = seqs.last_seq FROM seqs WHERE r.id = seqs.id",
+            params,
             server_binding=True,
         )
         return
     cases = " ".join(["WHEN %s THEN CAST(%s AS BIGINT)"] * len(last_seqs))
-    ids, id_params = sql.placeholders(sorted(last_seqs))
+    ids, id_params = sql.placeholders(room_id for room_id, _ in pairs)
     sql.execute(
         f"UPDATE {sql.table(Room)} SET last_seq = CASE id {cases} END WHERE id IN ({ids})",
         [*(value for pair in pairs for value in pair), *id_params],
@@ -377,23 +376,31 @@ def _insert(messages: list[Message]) -> None:
         message._state.db = connection.alias
 
 
+# The type of each inserted column, as its array is cast on PostgreSQL. client_id as TEXT: a cast to
+# the column's VARCHAR(64) would cut a longer one short; stored into the column, it is refused instead
+# (validation lets none through).
+INSERT_TYPES = {
+    "room_id": "BIGINT",
+    "user_id": "BIGINT",
+    "content": "TEXT",
+    "created": "TIMESTAMPTZ",
+    "client_id": "TEXT",
+    "seq": "BIGINT",
+}
+
+
 def _insert_arrays(messages: list[Message], columns: tuple[str, ...]) -> list[tuple]:
     """One INSERT of every message, a column to an array (PostgreSQL); (id, room_id, seq) of each row."""
+    names = ", ".join(columns)
+    values, params = _array_table(
+        f"inserted({names})",
+        tuple(INSERT_TYPES[column] for column in columns),
+        [tuple(getattr(m, column) for column in columns) for m in messages],
+    )
     return sql.rows(
-        f"INSERT INTO {sql.table(Message)} ({', '.join(columns)}) "
-        "SELECT room_id, user_id, content, CAST(%s AS TIMESTAMPTZ), client_id, seq FROM unnest("
-        # client_id as TEXT: a cast to the column's VARCHAR(64) would cut a longer one short; stored
-        # into the column, it is refused instead (validation lets none through).
-        "CAST(%s AS BIGINT[]), CAST(%s AS BIGINT[]), CAST(%s AS TEXT[]), CAST(%s AS TEXT[]), "
-        "CAST(%s AS BIGINT[])) AS t(room_id, user_id, content, client_id, seq) RETURNING id, room_id, seq",
-        [
-            messages[0].created,
-            [m.room_id for m in messages],
-            [m.user_id for m in messages],
-            [m.content for m in messages],
-            [m.client_id for m in messages],
-            [m.seq for m in messages],
-        ],
+        f"WITH {values} INSERT INTO {sql.table(Message)} ({names}) "
+        f"SELECT {names} FROM inserted RETURNING id, room_id, seq",
+        params,
         server_binding=True,
     )
 

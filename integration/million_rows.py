@@ -174,7 +174,7 @@ def batch() -> dict:
         with connection.execute_wrapper(record):
             outcomes = message_create_many(requests, publish=False)
         # Explained as it was sent: its text, and its values bound on the server (arrays).
-        lookup, params = next((text, params) for text, params in statements if text.startswith("WITH"))
+        lookup, params = next((text, params) for text, params in statements if "locked AS (" in text)
         plan = "\n".join(row[0] for row in sql.rows(f"EXPLAIN {lookup}", params, server_binding=True))
         transaction.set_rollback(True)
 

@@ -1,9 +1,12 @@
 """The room WebSocket of issue 3, driven through the real chatproject.asgi.application."""
 
+import asyncio
 import base64
+import gc
 import json
 import logging
 import time
+import weakref
 from collections import deque
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
@@ -21,6 +24,7 @@ from accounts.services import user_set_active
 from chat import events
 from chat.consumers import RoomConsumer
 from chat.frames import text_frame
+from chat.hub import hub
 from chat.models import Message, Room
 from chat.ordering import SeqOrderer
 from chat.tests.factories import make_message
@@ -426,6 +430,28 @@ async def test_socket_closes_4001_within_5s_of_access_token_expiry(sockets, alic
     assert close == CLOSE_UNAUTHENTICATED
     assert expires_at - 0.25 <= closed_at <= expires_at + 5
     assert await silent(bystander)  # Bob's token is still valid
+
+
+async def test_a_closed_socket_is_freed_at_once_without_the_cycle_collector(sockets, alice, bob, general):
+    # A closed socket left in a reference cycle waits for a full collection: after a large room
+    # closes, thousands of consumers and their tasks stay in memory and make collections slower.
+    communicator = await enter(sockets, alice)
+    await enter(sockets, bob)
+    assert await receive(communicator) == member_event("join", bob)
+    consumer = next(c for c in hub()._groups[events.room_group(general.pk)] if c.user.pk == alice.pk)
+    assert consumer.tasks  # the expiry timer: a task whose frame holds the consumer
+    freed = weakref.ref(consumer)
+    del consumer
+    gc.disable()
+    try:
+        await communicator.disconnect()
+        for _ in range(100):  # the cancelled timer runs once more, then nothing holds the consumer
+            if freed() is None:
+                break
+            await asyncio.sleep(0.01)
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 # --- presence, join and leave -------------------------------------------------------------

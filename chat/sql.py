@@ -6,6 +6,7 @@ the same conversions the ORM applies to a column (SQLite's datetime text becomes
 """
 
 from collections.abc import Callable
+from datetime import UTC
 
 from django.db import connection
 
@@ -22,6 +23,7 @@ def placeholders(values) -> tuple[str, list]:
 
 def rows(sql: str, params: list, *, server_binding: bool = False) -> list[tuple]:
     with cursor(server_binding=server_binding) as found:
+        _timestamps_loaded_in_c(found)
         found.execute(sql, params)
         return [tuple(row) for row in found.fetchall()]
 
@@ -46,6 +48,22 @@ def cursor(*, server_binding: bool = False):
     connection.validate_thread_sharing()
     found = ServerBindingCursor(connection.connection)
     return connection.make_debug_cursor(found) if connection.queries_logged else connection.make_cursor(found)
+
+
+def _timestamps_loaded_in_c(found) -> None:
+    """On PostgreSQL in UTC, timestamps read by psycopg's own loader (C) rather than Django's.
+
+    Django registers a Python subclass of psycopg's timestamptz loader that sets the value's tzinfo
+    to `connection.timezone` (about 9 µs a value: a fifth of a history page's time). psycopg's gives
+    the same datetime when the session's time zone is UTC and so is Django's (the database's
+    TIME_ZONE left unset): both then carry `datetime.UTC`. Any other time zone keeps Django's.
+    """
+    if connection.vendor != "postgresql" or connection.timezone is not UTC:
+        return
+    from psycopg.types.datetime import TimestamptzLoader  # registered as its C version when there is one
+
+    if found.cursor.connection.info.parameter_status("TimeZone") == "UTC":
+        found.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
 
 
 def converter(model, field_name: str) -> Callable:

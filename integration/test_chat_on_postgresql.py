@@ -51,4 +51,5 @@ def test_the_chat_suite_passes_on_postgresql_with_its_postgresql_only_tests():
     summary = stdout.strip().splitlines()[-1]
     assert re.search(r"\b\d+ passed\b", summary) and not re.search(r"failed|error", summary), report
     # The tests that run only on PostgreSQL ran, and passed (a skip would name them under SKIPPED).
-    assert re.search(r"^PASSED chat/tests/test_group_commit\.py::test_on_postgresql_", stdout, re.M), report
+    for module in ("test_group_commit", "test_selectors"):
+        assert re.search(rf"^PASSED chat/tests/{module}\.py::test_on_postgresql_", stdout, re.M), report

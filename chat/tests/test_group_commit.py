@@ -17,6 +17,7 @@ from chat import events, services, writer
 from chat.events import message_payload
 from chat.models import Message, Mute, Room
 from chat.services import MessageRejected, MessageRequest, MessageResult, message_create_many
+from chat.tests.databases import on_postgresql
 from chat.tests.factories import RoomFactory, make_message
 from chatproject.ratelimit import RateLimited
 
@@ -115,11 +116,6 @@ def test_a_batch_is_one_transaction_with_a_fixed_number_of_queries(general):
     general.refresh_from_db()
     other.refresh_from_db()
     assert (general.last_seq, other.last_seq) == (20, 20)
-
-
-on_postgresql = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="PostgreSQL only: integration/test_chat_on_postgresql.py runs it there"
-)
 
 
 @on_postgresql

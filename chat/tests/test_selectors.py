@@ -1,10 +1,14 @@
 """chat.selectors: the history page in plain SQL gives what the ORM gives, on every database."""
 
+from datetime import UTC, datetime
+
 import pytest
+from django.db.backends.postgresql.psycopg_any import BaseTzLoader
 
 from accounts.tests.factories import UserFactory
-from chat import selectors
+from chat import selectors, sql
 from chat.models import Message
+from chat.tests.databases import on_postgresql
 from chat.tests.factories import RoomFactory, make_message
 
 pytestmark = pytest.mark.django_db
@@ -38,3 +42,27 @@ def test_a_page_is_the_rows_the_orm_reads(query):
 
 def test_an_empty_room_has_an_empty_page():
     assert selectors.message_list(room=RoomFactory()) == []
+
+
+@on_postgresql
+def test_on_postgresql_a_page_reads_timestamps_with_psycopgs_loader_to_the_orms_values(monkeypatch):
+    room, alice = RoomFactory(), UserFactory()
+    for n in range(4):
+        make_message(room=room, user=alice, content=f"m{n}")
+    # isoformat() leaves out a zero microsecond: a payload shows it as the ORM's value does
+    Message.objects.filter(room=room, seq=2).update(created=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    loaders = []
+
+    def loaded_in_c(found):
+        timestamps_loaded_in_c(found)
+        loaders.append(found.cursor.adapters.get_loader(found.cursor.adapters.types["timestamptz"].oid, 0))
+
+    timestamps_loaded_in_c = sql._timestamps_loaded_in_c
+    monkeypatch.setattr(sql, "_timestamps_loaded_in_c", loaded_in_c)
+
+    page = selectors.message_list(room=room)
+
+    assert page == orm_page(room)
+    assert [row["created"].tzinfo for row in page] == [UTC] * 4
+    assert [row["created"].isoformat() for row in page] == [row["created"].isoformat() for row in orm_page(room)]
+    assert len(loaders) == 1 and not issubclass(loaders[0], BaseTzLoader)  # psycopg's, not Django's

@@ -1,0 +1,10 @@
+"""Marks for tests of one database's code path."""
+
+import pytest
+from django.db import connection
+
+# `make test` runs on SQLite; integration/test_chat_on_postgresql.py runs the chat suite on PostgreSQL
+# and checks that the tests named test_on_postgresql_ passed there.
+on_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL only: integration/test_chat_on_postgresql.py runs it there"
+)

@@ -3,11 +3,13 @@
     DATABASE_URL=postgres://... python -m integration.million_rows seed
     DATABASE_URL=postgres://... python -m integration.million_rows admin
     DATABASE_URL=postgres://... python -m integration.million_rows batch
+    DATABASE_URL=postgres://... python -m integration.million_rows history
 
 `seed` makes the users and rooms with the ORM and the messages with one INSERT ... SELECT over
 generate_series (the ORM would take minutes for a million rows), then ANALYZE. `admin` loads the
 message changelist as a moderator through Django's test client, capturing every query. `batch`
 stores one group-commit batch, some of its client_ids repeats of seeded messages, and rolls it back.
+`history` reads pages of the big room's history with selectors.message_list and explains each query.
 Each prints one JSON object on stdout for the test to check.
 """
 
@@ -186,9 +188,44 @@ def batch() -> dict:
     return {"outcomes": [shown(o) for o in outcomes], "plan": plan}
 
 
+# --- a page of history --------------------------------------------------------------------------
+
+HISTORY_PAGES = {
+    "newest": {},
+    "before": {"before": 500_000},
+    "after": {"after": 500_000},
+    "skip": {"skip": 200, "limit": 10},
+}
+
+
+def history() -> dict:
+    """For each page of the big room: the seqs selectors.message_list read, and the plan of its query
+    (captured as sent, explained with ANALYZE)."""
+    from django.db import connection
+
+    from chat import selectors, sql
+    from chat.models import Room
+
+    big = Room.objects.get(name=BIG)
+    pages = {}
+    for name, arguments in HISTORY_PAGES.items():
+        statements = []
+
+        def record(execute, statement, params, many, context, statements=statements):
+            statements.append((statement, params))
+            return execute(statement, params, many, context)
+
+        with connection.execute_wrapper(record):
+            rows = selectors.message_list(room=big, **{"limit": 50, **arguments})
+        (statement, params), *others = statements
+        plan = "\n".join(row[0] for row in sql.rows(f"EXPLAIN ANALYZE {statement}", params))
+        pages[name] = {"seqs": [row["seq"] for row in rows], "statements": 1 + len(others), "plan": plan}
+    return pages
+
+
 if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
     import django
 
     django.setup()
-    print(json.dumps({"seed": seed, "admin": admin, "batch": batch}[sys.argv[1]]()))
+    print(json.dumps({"seed": seed, "admin": admin, "batch": batch, "history": history}[sys.argv[1]]()))

@@ -5,6 +5,7 @@ a process of its own (a big room of 1,000,000 messages, a small one of 10,000), 
 export_messages runs as an operator would run it, in a child process whose peak resident memory is
 read from the kernel when it exits. The admin pages are loaded once through Django's test client
 (integration.million_rows admin) and each test checks one promise about what they ran and showed.
+Pages of the big room's history must read its (room, seq) index, never the room's messages.
 """
 
 import json
@@ -258,3 +259,27 @@ def test_a_batch_answers_repeats_with_the_stored_messages_refuses_the_muted_and_
         last_seqs[room] += 1
         new.append([True, room, last_seqs[room], f"new {n}"])
     assert batch["outcomes"] == repeats + new
+
+
+# --- a page of history -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def history_pages(database) -> dict:
+    return run_helper("history", database.env)
+
+
+@pytest.mark.parametrize(
+    "page, seqs",
+    [
+        ("newest", list(range(BIG_MESSAGES, BIG_MESSAGES - 50, -1))),
+        ("before", list(range(499_999, 499_949, -1))),
+        ("after", list(range(500_001, 500_051))),
+        ("skip", list(range(BIG_MESSAGES - 200, BIG_MESSAGES - 210, -1))),
+    ],
+)
+def test_a_history_page_is_one_query_reading_the_rooms_index_not_the_room(history_pages, page, seqs):
+    read = history_pages[page]
+    assert (read["seqs"], read["statements"]) == (seqs, 1)
+    assert "Seq Scan on chat_message" not in read["plan"], read["plan"]
+    assert "using chat_message_room_seq_unique on chat_message m" in read["plan"], read["plan"]  # Index Scan (Backward)

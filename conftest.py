@@ -22,10 +22,14 @@ def _no_rate_limits(settings):
     """Limits are off unless a test sets them (chat/tests/test_limits.py); counters start empty."""
     from django.core.cache import cache
 
+    from chatproject import ratelimit
+
     settings.AUTH_RATE = settings.LOGIN_FAILURE_RATE = settings.CHAT_MESSAGE_RATE = "0"
     cache.clear()
+    ratelimit._cache_paused_until = 0.0  # a cache failure of an earlier test is forgotten
     yield
     cache.clear()
+    ratelimit._cache_paused_until = 0.0
 
 
 @pytest.fixture(autouse=True)

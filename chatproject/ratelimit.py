@@ -18,6 +18,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger("chat.ratelimit")
 
+# After a failed call, the cache is left alone this long: limits fail open at once, so a Redis that
+# hangs costs one caller its timeout (REDIS_TIMEOUT_SECONDS), not every send while it is down.
+CACHE_PAUSE_SECONDS = 5.0
+_cache_paused_until = 0.0
+
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|min|h)\s*$")
 _UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600}
 
@@ -80,11 +85,9 @@ def hit_many(scope: str, keys: list[str], rate: Rate | None, *, now: float | Non
     index, remaining = _window(rate, now)
     counters = [_counter(scope, key, rate, index) for key in keys]
     deltas = Counter(counters)
-    try:
-        counts = _add_to_counters(deltas, timeout=rate.seconds + 1)
-    except Exception:
-        # The cache (Redis) is down: limits fail open, so a send is still stored, not refused.
-        logger.warning("rate limit %s not counted (cache unavailable)", scope, exc_info=True)
+    # The cache (Redis) down: limits fail open, so a send is still stored, not refused.
+    counts = _cache_call(f"rate limit {scope} not counted", lambda: _add_to_counters(deltas, timeout=rate.seconds + 1))
+    if counts is None:
         return [None] * len(keys)
     verdicts, numbered = [], Counter()
     for counter in counters:
@@ -134,12 +137,26 @@ def peek(scope: str, key: str, rate: Rate | None, *, now: float | None = None) -
         return None
     now = time.time() if now is None else now
     index, remaining = _window(rate, now)
-    try:
-        count = cache.get(_counter(scope, key, rate, index), 0)
-    except Exception:
-        logger.warning("rate limit %s not read (cache unavailable)", scope, exc_info=True)
+    count = _cache_call(f"rate limit {scope} not read", lambda: cache.get(_counter(scope, key, rate, index), 0))
+    if count is None:
         return None
     return max(remaining, 0.001) if count >= rate.count else None
+
+
+def _cache_call(failure: str, call):
+    """`call()`, a call to the cache; None when it fails, logged as `failure`, and then None at once,
+    without a call, for CACHE_PAUSE_SECONDS."""
+    global _cache_paused_until
+    if time.monotonic() < _cache_paused_until:
+        return None
+    try:
+        return call()
+    except Exception:
+        _cache_paused_until = time.monotonic() + CACHE_PAUSE_SECONDS
+        logger.warning(
+            "%s (cache unavailable); the cache is left alone for %g s", failure, CACHE_PAUSE_SECONDS, exc_info=True
+        )
+        return None
 
 
 def _in(address: str, networks: list[str]) -> bool:
@@ -174,16 +191,9 @@ def client_ip(meta: dict, trusted_proxies: list[str]) -> str:
 
 def remember(key: str, seconds: int) -> None:
     """Note a fact in the cache for a while; skipped when the cache is down."""
-    try:
-        cache.set(key, True, seconds)
-    except Exception:
-        logger.warning("cache unavailable: %s not remembered", key.split(":", 1)[0], exc_info=True)
+    _cache_call(f"{key.split(':', 1)[0]} not remembered", lambda: cache.set(key, True, seconds))
 
 
 def remembers(key: str) -> bool:
     """Whether the cache holds the fact; False when the cache is down."""
-    try:
-        return bool(cache.get(key))
-    except Exception:
-        logger.warning("cache unavailable: %s not read", key.split(":", 1)[0], exc_info=True)
-        return False
+    return bool(_cache_call(f"{key.split(':', 1)[0]} not read", lambda: cache.get(key)))

@@ -145,7 +145,8 @@ CHAT_PRESENCE_TTL_SECONDS = env.int("CHAT_PRESENCE_TTL_SECONDS", default=45)
 # How long a call to Redis (cache and presence) may wait for a connection or an answer, set here
 # rather than left to the client library's default (none before redis-py 8). The cache counts rate
 # limits on the writer's thread while it holds the rooms' locks: a Redis that hangs, rather than
-# refusing, holds every send until then; past it, limits fail open.
+# refusing, holds the sends of one batch until then; past it, limits fail open and leave the cache
+# alone for a few seconds (chatproject.ratelimit.CACHE_PAUSE_SECONDS), so the next batches do not wait.
 REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
 if REDIS_TIMEOUT_SECONDS <= 0:  # 0 would make every call fail at once: limits silently always open
     raise ImproperlyConfigured("REDIS_TIMEOUT_SECONDS must be a number of seconds above 0.")

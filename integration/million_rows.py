@@ -13,6 +13,7 @@ stores one group-commit batch, some of its client_ids repeats of seeded messages
 Each prints one JSON object on stdout for the test to check.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -78,6 +79,31 @@ def seed() -> dict:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     return {"messages": Message.objects.count()}
+
+
+# --- statements as sent, and their plans -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def statements_sent():
+    """The statements Django sends inside the block, each as (text, parameters) as it was sent."""
+    from django.db import connection
+
+    sent = []
+
+    def record(execute, statement, params, many, context):
+        sent.append((statement, params))
+        return execute(statement, params, many, context)
+
+    with connection.execute_wrapper(record):
+        yield sent
+
+
+def explained(explain: str, statement: str, params, *, server_binding: bool = False) -> str:
+    """The plan PostgreSQL gives for `statement` with its parameters (`explain`: EXPLAIN [ANALYZE])."""
+    from chat import sql
+
+    return "\n".join(row[0] for row in sql.rows(f"{explain} {statement}", params, server_binding=server_binding))
 
 
 # --- the admin changelist ----------------------------------------------------------------------
@@ -148,11 +174,10 @@ def admin() -> dict:
 def batch() -> dict:
     """One batch through services.message_create_many, rolled back: its outcomes, and the plan of the
     statement that locks the rooms and looks up repeated client_ids and mutes."""
-    from django.db import connection, transaction
+    from django.db import transaction
     from django.utils import timezone
 
     from accounts.models import User
-    from chat import sql
     from chat.models import Message, Mute, Room
     from chat.services import MessageForbidden, MessageRequest, message_create_many
 
@@ -167,17 +192,11 @@ def batch() -> dict:
     with transaction.atomic():
         muted = requests[len(REPEATED_SEQS) + MUTED_SEND]
         Mute.objects.create(user=muted.user, room=muted.room, until=timezone.now() + timedelta(hours=1))
-        statements = []
-
-        def record(execute, statement, params, many, context):
-            statements.append((statement, params))
-            return execute(statement, params, many, context)
-
-        with connection.execute_wrapper(record):
+        with statements_sent() as statements:
             outcomes = message_create_many(requests, publish=False)
         # Explained as it was sent: its text, and its values bound on the server (arrays).
         lookup, params = next((text, params) for text, params in statements if "locked AS (" in text)
-        plan = "\n".join(row[0] for row in sql.rows(f"EXPLAIN {lookup}", params, server_binding=True))
+        plan = explained("EXPLAIN", lookup, params, server_binding=True)
         transaction.set_rollback(True)
 
     def shown(outcome) -> list:
@@ -201,24 +220,16 @@ HISTORY_PAGES = {
 def history() -> dict:
     """For each page of the big room: the seqs selectors.message_list read, and the plan of its query
     (captured as sent, explained with ANALYZE)."""
-    from django.db import connection
-
-    from chat import selectors, sql
+    from chat import selectors
     from chat.models import Room
 
     big = Room.objects.get(name=BIG)
     pages = {}
     for name, arguments in HISTORY_PAGES.items():
-        statements = []
-
-        def record(execute, statement, params, many, context, statements=statements):
-            statements.append((statement, params))
-            return execute(statement, params, many, context)
-
-        with connection.execute_wrapper(record):
+        with statements_sent() as statements:
             rows = selectors.message_list(room=big, **{"limit": 50, **arguments})
         (statement, params), *others = statements
-        plan = "\n".join(row[0] for row in sql.rows(f"EXPLAIN ANALYZE {statement}", params))
+        plan = explained("EXPLAIN ANALYZE", statement, params)
         pages[name] = {"seqs": [row["seq"] for row in rows], "statements": 1 + len(others), "plan": plan}
     return pages
 

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.db.backends.postgresql.psycopg_any import BaseTzLoader
+from psycopg.pq import Format
 
 from accounts.tests.factories import UserFactory
 from chat import selectors, sql
@@ -55,7 +56,8 @@ def test_on_postgresql_a_page_reads_timestamps_with_psycopgs_loader_to_the_orms_
 
     def loaded_in_c(found):
         timestamps_loaded_in_c(found)
-        loaders.append(found.cursor.adapters.get_loader(found.cursor.adapters.types["timestamptz"].oid, 0))
+        adapters = found.cursor.adapters
+        loaders.append(adapters.get_loader(adapters.types["timestamptz"].oid, Format.TEXT))
 
     timestamps_loaded_in_c = sql._timestamps_loaded_in_c
     monkeypatch.setattr(sql, "_timestamps_loaded_in_c", loaded_in_c)

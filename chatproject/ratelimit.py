@@ -105,21 +105,25 @@ def _plain_redis(backend) -> bool:
 
 
 def _add_to_counters(deltas: dict[str, int], *, timeout: int) -> dict[str, int]:
-    """Add each delta to its counter, created at 0 to expire after `timeout` s; the new counts.
+    """Add each delta to its counter, which then expires `timeout` s later; the new counts.
 
     On Redis in one transaction, one round trip: the cache API takes three per counter (add, then
     incr, which first checks that the key exists). The keys are the cache's own (prefix, version),
-    so `peek` reads them through the cache API.
+    so `peek` reads them through the cache API. A counter's name holds its window, so its expiry
+    only clears it away; each count sets the expiry again (`INCRBY`, then `EXPIRE`). Creating it
+    with an expiry first (`SET NX EX`, then `INCRBY`) could leave it without one: before 7.0,
+    Redis reads its clock anew for each command of a transaction, so the key could expire between
+    the two and `INCRBY` create it again, to be kept forever.
     """
     backend = caches["default"]
     if _plain_redis(backend):
         keys = {key: backend.make_and_validate_key(key) for key in deltas}
         with backend._cache.get_client(write=True).pipeline(transaction=True) as pipe:
             for key, delta in deltas.items():
-                pipe.set(keys[key], 0, ex=timeout, nx=True)
                 pipe.incrby(keys[key], delta)
+                pipe.expire(keys[key], timeout)
             replies = pipe.execute()
-        return {key: int(replies[2 * n + 1]) for n, key in enumerate(deltas)}
+        return {key: int(replies[2 * n]) for n, key in enumerate(deltas)}
     counts = {}
     for key, delta in deltas.items():
         backend.add(key, 0, timeout=timeout)

@@ -134,6 +134,25 @@ def test_counters_on_redis_carry_their_windows_ttl(cache_backend):
         client.close()
 
 
+@pytest.mark.parametrize("cache_backend", ["redis"], indirect=True)
+def test_a_counter_on_redis_left_without_a_ttl_gets_one_at_its_next_count(cache_backend):
+    # What a key that expired between creation and increment would leave: a count and no expiry.
+    from django.core.cache import caches
+
+    key = caches["default"].make_and_validate_key("rl:messages:alice:10:100000")
+    client = redis.Redis.from_url(REDIS_CACHE_DB)
+    try:
+        client.set(key, 3)
+        assert client.ttl(key) == -1
+
+        verdicts = hit_many("messages", ["alice", "alice", "alice"], Rate(count=5, seconds=10), now=1_000_000.0)
+
+        assert [v is None for v in verdicts] == [True, True, False]  # counted on from 3: the 6th is refused
+        assert (int(client.get(key)), 0 < client.ttl(key) <= 11) == (6, True)
+    finally:
+        client.close()
+
+
 def test_an_unreachable_cache_refuses_nothing(caplog):
     unreachable = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
     with override_settings(CACHES={"default": unreachable}):  # undone before the cache is cleared
@@ -437,4 +456,4 @@ def test_the_servers_redis_cache_is_counted_in_one_pipeline(cache_backend, monke
 
     hit_many("messages", ["alice", "bob", "alice"], Rate(count=5, seconds=10))
 
-    assert executed == [4]  # SET NX and INCRBY for each of the two counters, one round trip
+    assert executed == [4]  # INCRBY and EXPIRE for each of the two counters, one round trip

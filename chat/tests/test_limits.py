@@ -120,37 +120,38 @@ def test_hit_is_hit_many_of_one(cache_backend):
         hit("login", "203.0.113.9", rate, now=61.0)
 
 
-@pytest.mark.parametrize("cache_backend", ["redis"], indirect=True)
-def test_counters_on_redis_carry_their_windows_ttl(cache_backend):
+@pytest.fixture
+def alices_counter(cache_backend):
+    """Redis and the key of alice's message counter for the window of 1,000,000 s at 5/10s."""
     from django.core.cache import caches
+
+    client = redis.Redis.from_url(REDIS_CACHE_DB)
+    try:
+        yield client, caches["default"].make_and_validate_key("rl:messages:alice:10:100000")
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("cache_backend", ["redis"], indirect=True)
+def test_counters_on_redis_carry_their_windows_ttl(alices_counter):
+    client, key = alices_counter
 
     hit_many("messages", ["alice", "alice"], Rate(count=5, seconds=10), now=1_000_000.0)
 
-    key = caches["default"].make_and_validate_key("rl:messages:alice:10:100000")
-    client = redis.Redis.from_url(REDIS_CACHE_DB)
-    try:
-        assert (int(client.get(key)), 0 < client.ttl(key) <= 11) == (2, True)
-    finally:
-        client.close()
+    assert (int(client.get(key)), 0 < client.ttl(key) <= 11) == (2, True)
 
 
 @pytest.mark.parametrize("cache_backend", ["redis"], indirect=True)
-def test_a_counter_on_redis_left_without_a_ttl_gets_one_at_its_next_count(cache_backend):
+def test_a_counter_on_redis_left_without_a_ttl_gets_one_at_its_next_count(alices_counter):
     # What a key that expired between creation and increment would leave: a count and no expiry.
-    from django.core.cache import caches
+    client, key = alices_counter
+    client.set(key, 3)
+    assert client.ttl(key) == -1
 
-    key = caches["default"].make_and_validate_key("rl:messages:alice:10:100000")
-    client = redis.Redis.from_url(REDIS_CACHE_DB)
-    try:
-        client.set(key, 3)
-        assert client.ttl(key) == -1
+    verdicts = hit_many("messages", ["alice", "alice", "alice"], Rate(count=5, seconds=10), now=1_000_000.0)
 
-        verdicts = hit_many("messages", ["alice", "alice", "alice"], Rate(count=5, seconds=10), now=1_000_000.0)
-
-        assert [v is None for v in verdicts] == [True, True, False]  # counted on from 3: the 6th is refused
-        assert (int(client.get(key)), 0 < client.ttl(key) <= 11) == (6, True)
-    finally:
-        client.close()
+    assert [v is None for v in verdicts] == [True, True, False]  # counted on from 3: the 6th is refused
+    assert (int(client.get(key)), 0 < client.ttl(key) <= 11) == (6, True)
 
 
 def test_an_unreachable_cache_refuses_nothing(caplog):

@@ -574,3 +574,19 @@ def test_me_refuses_token_of_deleted_user(user):
     response = bearer(access).get("/users/me")
 
     assert_unauthorized(response, {"detail": "User not found", "code": "user_not_found"})
+
+
+@pytest.mark.django_db
+def test_a_pair_issued_across_a_second_boundary_lives_exactly_expires_in(user, monkeypatch):
+    # The refresh token reads the clock just before a second ends, the access token just after.
+    from rest_framework_simplejwt import tokens as simplejwt_tokens
+
+    start = timezone.now().replace(microsecond=999_999)
+    readings = iter([start, start + timedelta(microseconds=1)])
+    monkeypatch.setattr(simplejwt_tokens, "aware_utcnow", lambda: next(readings, start + timedelta(microseconds=2)))
+
+    pair = token_pair_issue(user=user)
+
+    access = AccessToken(pair.access_token)
+    assert (access["iat"], access["exp"] - access["iat"]) == (int(start.timestamp()), pair.expires_in)
+

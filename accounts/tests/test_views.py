@@ -589,4 +589,3 @@ def test_a_pair_issued_across_a_second_boundary_lives_exactly_expires_in(user, m
 
     access = AccessToken(pair.access_token)
     assert (access["iat"], access["exp"] - access["iat"]) == (int(start.timestamp()), pair.expires_in)
-

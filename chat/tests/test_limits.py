@@ -122,7 +122,7 @@ def test_hit_is_hit_many_of_one(cache_backend):
 
 @pytest.fixture
 def alices_counter(cache_backend):
-    """Redis and the key of alice's message counter for the window of 1,000,000 s at 5/10s."""
+    """Redis, and the key of alice's message counter at a 10 s period in the window that holds 1,000,000 s."""
     from django.core.cache import caches
 
     client = redis.Redis.from_url(REDIS_CACHE_DB)

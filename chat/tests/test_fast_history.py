@@ -109,17 +109,34 @@ async def both(servers: Servers, path: str, **request) -> tuple[tuple, tuple, bo
 
 def without_request_id(answer):
     """The answer with its headers in order, less the values made new for every request: the
-    request id's, and a new CSRF cookie's."""
+    request id's, and a new CSRF cookie's value and expiry date (the two answers may straddle a
+    second; that the date is there, and Max-Age, still have to match)."""
 
     def comparable(name: str, value: str) -> str:
         if name.lower() == "x-request-id":
             return ""
         if name.lower() == "set-cookie" and value.startswith("csrftoken="):
-            return "csrftoken=" + value.partition(";")[2]
+            attributes = [part.strip() for part in value.split(";")[1:]]
+            kept = ["expires=…" if part.lower().startswith("expires=") else part for part in attributes]
+            return "; ".join(["csrftoken=", *kept])
         return value
 
     status, headers, body = answer
     return status, [(name, comparable(name, value)) for name, value in headers], body
+
+
+def test_answers_a_second_apart_compare_equal_and_a_different_cookie_lifetime_does_not():
+    def answer(cookie: str):
+        return 200, [("X-Request-ID", "r1"), ("Set-Cookie", cookie)], b"[]"
+
+    at_18 = answer("csrftoken=a1; expires=Sat, 27 Nov 2027 15:36:18 GMT; Max-Age=31449600; Path=/; SameSite=Lax")
+    at_19 = answer("csrftoken=b2; expires=Sat, 27 Nov 2027 15:36:19 GMT; Max-Age=31449600; Path=/; SameSite=Lax")
+    shorter = answer("csrftoken=b2; expires=Sat, 27 Nov 2027 15:36:19 GMT; Max-Age=60; Path=/; SameSite=Lax")
+    undated = answer("csrftoken=b2; Max-Age=31449600; Path=/; SameSite=Lax")
+
+    assert without_request_id(at_18) == without_request_id(at_19)
+    assert without_request_id(at_18) != without_request_id(shorter)
+    assert without_request_id(at_18) != without_request_id(undated)
 
 
 def header(answer, wanted: str) -> str:

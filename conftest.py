@@ -17,13 +17,22 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+ONE_RATE_WINDOW_AT = 6_000_005.0  # 5 s into a 10 s window and into a minute, 605 s into 15 minutes
+
+
 @pytest.fixture(autouse=True)
-def _no_rate_limits(settings):
-    """Limits are off unless a test sets them (chat/tests/test_limits.py); counters start empty."""
+def _no_rate_limits(settings, monkeypatch):
+    """Limits are off unless a test sets them (chat/tests/test_limits.py); counters start empty.
+
+    The limiter's clock stands still at ONE_RATE_WINDOW_AT: windows are fixed, so a window boundary
+    falling between a test's requests would start a fresh count and let through the one that the
+    test expects refused. Tests of the windows themselves pass `now`.
+    """
     from django.core.cache import cache
 
     from chatproject import ratelimit
 
+    monkeypatch.setattr(ratelimit, "clock", lambda: ONE_RATE_WINDOW_AT)
     settings.AUTH_RATE = settings.LOGIN_FAILURE_RATE = settings.CHAT_MESSAGE_RATE = "0"
     cache.clear()
     ratelimit._cache_paused_until = 0.0  # a cache failure of an earlier test is forgotten

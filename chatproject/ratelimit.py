@@ -59,6 +59,11 @@ class RateLimited(Exception):
         return max(1, math.ceil(self.retry_after))
 
 
+def clock() -> float:
+    """Seconds since the epoch: windows are counted from it, so every node agrees on them."""
+    return time.time()
+
+
 def _window(rate: Rate, now: float) -> tuple[int, float]:
     index = int(now // rate.seconds)
     return index, (index + 1) * rate.seconds - now
@@ -81,7 +86,7 @@ def hit_many(scope: str, keys: list[str], rate: Rate | None, *, now: float | Non
     that refuses it, or None. One round trip to Redis for all of them."""
     if rate is None:
         return [None] * len(keys)
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     index, remaining = _window(rate, now)
     counters = [_counter(scope, key, rate, index) for key in keys]
     deltas = Counter(counters)
@@ -139,7 +144,7 @@ def peek(scope: str, key: str, rate: Rate | None, *, now: float | None = None) -
     """Seconds until the limit lifts when it is exhausted now, else None (counts nothing)."""
     if rate is None:
         return None
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     index, remaining = _window(rate, now)
     count = _cache_call(f"rate limit {scope} not read", lambda: cache.get(_counter(scope, key, rate, index), 0))
     if count is None:

@@ -2,9 +2,9 @@
 
 import pytest
 from channels.layers import get_channel_layer
-from channels.testing import WebsocketCommunicator
 
 from accounts.tests.factories import UserFactory
+from chat.tests.communicator import Communicator
 from chatproject.asgi import application
 
 
@@ -29,14 +29,6 @@ def bob(transactional_db):
 @pytest.fixture
 def carol(transactional_db):
     return UserFactory(username="carol")
-
-
-class Communicator(WebsocketCommunicator):
-    disconnected = False
-
-    async def disconnect(self, code=1000, timeout=1):
-        self.disconnected = True
-        await super().disconnect(code, timeout)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from chat.frames import text_frame
 from chat.hub import hub
 from chat.models import Message, Room
 from chat.ordering import SeqOrderer
+from chat.tests.communicator import PATIENCE
 from chat.tests.factories import make_message
 from chat.tests.wire import parse_frame
 
@@ -197,11 +198,11 @@ async def enter(sockets, user, room: str = "general", *, first: bool = True) -> 
     return communicator
 
 
-async def receive(communicator: WebsocketCommunicator, timeout: float = 2) -> dict:
+async def receive(communicator: WebsocketCommunicator, timeout: float = PATIENCE) -> dict:
     return with_sorted_users(await communicator.receive_json_from(timeout=timeout))
 
 
-async def receive_all(communicator: WebsocketCommunicator, count: int, timeout: float = 2) -> list[dict]:
+async def receive_all(communicator: WebsocketCommunicator, count: int, timeout: float = PATIENCE) -> list[dict]:
     return [await receive(communicator, timeout) for _ in range(count)]
 
 

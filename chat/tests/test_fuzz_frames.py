@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -22,6 +21,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.tests.factories import UserFactory
 from chat.models import Message
+from chat.tests.communicator import Communicator
 from chatproject.asgi import application
 
 # The consumer reaches the database from a worker thread, so tests need real commits; the
@@ -172,15 +172,15 @@ def stored_by(user_id: int) -> list[Message]:
     return list(Message.objects.filter(user_id=user_id, room__name=ROOM).order_by("seq"))
 
 
-async def open_socket(token: str) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(application, f"/ws/{ROOM}?token={token}")
+async def open_socket(token: str) -> Communicator:
+    communicator = Communicator(application, f"/ws/{ROOM}?token={token}")
     connected, _ = await communicator.connect()
     assert connected
     assert (await communicator.receive_json_from(RECEIVE_TIMEOUT))["type"] == "presence"
     return communicator
 
 
-async def send_frame(communicator: WebsocketCommunicator, frame: tuple[str, str | bytes]) -> None:
+async def send_frame(communicator: Communicator, frame: tuple[str, str | bytes]) -> None:
     kind, payload = frame
     await communicator.send_input(
         {"type": "websocket.receive", "text": payload}
@@ -189,7 +189,7 @@ async def send_frame(communicator: WebsocketCommunicator, frame: tuple[str, str 
     )
 
 
-async def send_valid_message(communicator: WebsocketCommunicator, user_id: int) -> list[dict]:
+async def send_valid_message(communicator: Communicator, user_id: int) -> list[dict]:
     """Send a valid message; return every event before its own message event, which must come."""
     client_id = f"valid-{uuid.uuid4().hex}"
     await communicator.send_json_to({"type": "message", "content": "still works", "client_id": client_id})

@@ -5,11 +5,11 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.tests.factories import UserFactory
 from chat.middleware import JWTQueryStringAuthMiddleware
+from chat.tests.communicator import Communicator
 from chatproject.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -138,9 +138,9 @@ async def test_each_socket_gets_its_own_connection_id_carried_by_every_line_it_l
 # --- Origin ------------------------------------------------------------------------------
 
 
-async def open_with_origin(alice, origin: bytes | None) -> WebsocketCommunicator:
+async def open_with_origin(alice, origin: bytes | None) -> Communicator:
     headers = [(b"origin", origin)] if origin is not None else []
-    return WebsocketCommunicator(application, f"/ws/general?token={AccessToken.for_user(alice)}", headers=headers)
+    return Communicator(application, f"/ws/general?token={AccessToken.for_user(alice)}", headers=headers)
 
 
 @pytest.mark.parametrize(

@@ -356,11 +356,12 @@ async def test_missing_or_allowed_origin_is_accepted(server, origin):
 
 
 async def test_socket_closes_4001_when_the_access_token_expires(launch_server, tmp_path):
-    with launch_server(tmp_path, ACCESS_TOKEN_SECONDS="3") as server:
+    # exp is whole seconds: the token lives 4-5 s, time to log in and enter even on a busy machine
+    with launch_server(tmp_path, ACCESS_TOKEN_SECONDS="5") as server:
         username = server.unique_username("ivan")
         server.register(username)
         tokens = server.login(username)
-        assert tokens["expires_in"] == 3
+        assert tokens["expires_in"] == 5
         expires_at = jwt_claims(tokens["access_token"])["exp"]
 
         async with ws_connect(server, "general", tokens["access_token"]) as ws:
@@ -419,10 +420,10 @@ async def test_deactivation_from_another_process_closes_every_socket_4003(launch
             assert shell.returncode == 0, err.decode()
             deactivated_at = float(out.decode().split()[-1])
             (code_general, closed_general), (code_python, closed_python) = await asyncio.wait_for(
-                closes, timeout=max(0.1, deactivated_at + 3 - time.time())
+                closes, timeout=max(0.1, deactivated_at + 5 - time.time())
             )
             assert (code_general, code_python) == (4003, 4003)
-            assert max(closed_general, closed_python) - deactivated_at <= 2.0
+            assert max(closed_general, closed_python) - deactivated_at <= 3.0  # typically well under a second
 
             assert_member_event(await next_event(a), "leave", "general", bob)
             await send_message(a, "alice is still here")

@@ -206,6 +206,10 @@ async def test_client_id_idempotency_holds_across_nodes(shared_cluster):
         on_b = await open_socket(cluster.b, room, user)
         watching = await open_socket(cluster.b, room, watcher)
         opened += [on_a, on_b, watching]
+        # Joins in, before the marks below: a late one would land among the events compared at the end.
+        await on_a.wait_for(is_member("join", user), what="idem's own join")
+        for socket in (on_a, on_b, watching):
+            await socket.wait_for(is_member("join", watcher), what="the watcher's join")
         base = cluster.a.last_seq(user.access_token, room)
 
         await on_a.send_message("first text", client_id="same-1")

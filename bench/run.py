@@ -21,9 +21,10 @@ Scenarios (--only takes their names), each on both servers unless said otherwise
 - connects: connect (token auth for the chat), wait for the first event (the chat's presence; the
   relay sends none, so its handshake), close; errors counted;
 - latency: rooms of 10, 100 and 1,000, open loop at a fixed rate: send→receive p50/p99;
-- persisted: many senders in several rooms (50 in 10), closed loop, 200 messages each (a run of a few
-  seconds: 40 each, half a second, varied by a quarter between runs), then the history of every room
-  is read back over GET /messages and must hold exactly what was sent;
+- persisted: many senders in several rooms (50 in 10; `--persisted-rooms N`: 5 in each of N), closed
+  loop, 200 messages each (a run of a few seconds: 40 each, half a second, varied by a quarter between
+  runs), then the history of every room is read back over GET /messages and must hold exactly what was
+  sent;
 - logins: sequential POST /token (chat only);
 - login_load: 20 concurrent POST /token logins while a 20-member room chats in open loop: login p50 and
   the chat's p99 during the logins and, in the same run, without them (chat only);
@@ -77,6 +78,7 @@ STARTUP_TIMEOUT = 30.0
 SMOKE = False  # set by --smoke
 DEFLATE = False  # set by --deflate
 SERVER_EXTRA_ENV: dict[str, str] = {}  # set by --server-env
+PERSISTED_ROOMS = 10  # set by --persisted-rooms: rooms of 5 closed-loop senders in the persisted scenario
 RECEIVE_TIMEOUT = 120.0  # a scenario's receivers give up this long after the last send
 QUIET_SECONDS = 0.3  # a room client is ready once no frame has arrived for this long
 
@@ -733,7 +735,7 @@ class Bench:
         self.record(f"fanout_latency_{members}", chat, reference, members=members, rate=rate, messages=total)
 
     def persisted(self) -> None:
-        rooms, per_room, messages = (2, 3, 3) if self.smoke else (10, 5, 200)
+        rooms, per_room, messages = (2, 3, 3) if self.smoke else (PERSISTED_ROOMS, 5, 200)
 
         def run(server: Server, chat: bool) -> dict:
             names = [self.fresh_room() if chat else f"persist{n}" for n in range(rooms)]
@@ -1084,7 +1086,7 @@ def run_config(config: str, services: dict | None, arguments, only: set[str]) ->
             run["failures"].append(f"chat server did not start: {str(exc)[:2000]}")
             return run
         try:
-            bench.prepare(users=1000 if not arguments.smoke else 20, rooms=40)
+            bench.prepare(users=1000 if not arguments.smoke else 20, rooms=40 + PERSISTED_ROOMS)
             run_scenarios(bench, only, not arguments.without_1000)
         finally:
             bench.stop()
@@ -1131,6 +1133,13 @@ def main() -> int:
         metavar="NAME=VALUE",
         help="add to the chat server's environment (e.g. DATABASE_POOL_MAX=20); may be repeated",
     )
+    parser.add_argument(
+        "--persisted-rooms",
+        type=int,
+        default=10,
+        metavar="N",
+        help="rooms of 5 senders each in the persisted scenario (default 10: 50 senders; at most 200)",
+    )
     parser.add_argument("--report", metavar="JSON", help="only regenerate docs/performance.md from a results file")
     arguments = parser.parse_args()
     if arguments.report:
@@ -1145,9 +1154,12 @@ def main() -> int:
     if arguments.server == "uvicorn" and importlib.util.find_spec("uvicorn") is None:
         parser.error("--server uvicorn: uvicorn is not installed (pip install 'uvicorn[standard]')")
     smoke = arguments.smoke
-    global SMOKE, DEFLATE
+    global SMOKE, DEFLATE, PERSISTED_ROOMS
     SMOKE = smoke
     DEFLATE = arguments.deflate
+    if not 1 <= arguments.persisted_rooms <= 200:  # 5 senders a room, from the run's 1,000 users
+        parser.error("--persisted-rooms takes 1 to 200")
+    PERSISTED_ROOMS = arguments.persisted_rooms
     if DEFLATE:
         os.environ["BENCH_DEFLATE"] = "1"
     for pair in arguments.server_env:

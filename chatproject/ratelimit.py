@@ -118,7 +118,9 @@ def _add_to_counters(deltas: dict[str, int], *, timeout: int) -> dict[str, int]:
     only clears it away; each count sets the expiry again (`INCRBY`, then `EXPIRE`). Creating it
     with an expiry first (`SET NX EX`, then `INCRBY`) could leave it without one: before 7.0,
     Redis reads its clock anew for each command of a transaction, so the key could expire between
-    the two and `INCRBY` create it again, to be kept forever.
+    the two and `INCRBY` create it again, to be kept forever. Through the cache API, `incr` checks
+    that the key exists and then increments it, the same hazard on Redis: `touch` sets the expiry
+    again after each count there too.
     """
     backend = caches["default"]
     if _plain_redis(backend):
@@ -137,6 +139,8 @@ def _add_to_counters(deltas: dict[str, int], *, timeout: int) -> dict[str, int]:
         except ValueError:  # expired between add and incr
             backend.set(key, delta, timeout=timeout)
             counts[key] = delta
+        else:
+            backend.touch(key, timeout)
     return counts
 
 

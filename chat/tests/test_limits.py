@@ -11,6 +11,7 @@ import pytest
 import redis
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
+from django.core.cache.backends.redis import RedisSerializer
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -75,10 +76,15 @@ def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(meta, truste
 REDIS_CACHE_DB = "redis://127.0.0.1:6379/6"
 
 
-@pytest.fixture(params=["locmem", "redis"])
+class SerializerOfItsOwn(RedisSerializer):
+    """A serializer the limiter does not know: its counts go through the cache API, not the pipeline."""
+
+
+@pytest.fixture(params=["locmem", "redis", "redis-cache-api"])
 def cache_backend(request):
     """Django's default cache as the server configures it: in process, or on Redis (keys of the test's
-    own prefix, removed afterwards; the override ends before the suite clears the cache)."""
+    own prefix, removed afterwards; the override ends before the suite clears the cache), with
+    Django's serializer or, "redis-cache-api", one of a project's own."""
     if request.param == "locmem":
         with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}):
             yield request.param
@@ -91,6 +97,8 @@ def cache_backend(request):
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     prefix = f"ratelimit-test-{uuid.uuid4().hex}"
     redis_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_DB}
+    if request.param == "redis-cache-api":
+        redis_cache["OPTIONS"] = {"serializer": f"{__name__}.{SerializerOfItsOwn.__name__}"}
     try:
         with override_settings(CACHES={"default": {**redis_cache, "KEY_PREFIX": prefix}}):
             yield request.param
@@ -132,7 +140,7 @@ def alices_counter(cache_backend):
         client.close()
 
 
-@pytest.mark.parametrize("cache_backend", ["redis"], indirect=True)
+@pytest.mark.parametrize("cache_backend", ["redis", "redis-cache-api"], indirect=True)
 def test_counters_on_redis_carry_their_windows_ttl(alices_counter):
     client, key = alices_counter
 
@@ -141,7 +149,7 @@ def test_counters_on_redis_carry_their_windows_ttl(alices_counter):
     assert (int(client.get(key)), 0 < client.ttl(key) <= 11) == (2, True)
 
 
-@pytest.mark.parametrize("cache_backend", ["redis"], indirect=True)
+@pytest.mark.parametrize("cache_backend", ["redis", "redis-cache-api"], indirect=True)
 def test_a_counter_on_redis_left_without_a_ttl_gets_one_at_its_next_count(alices_counter):
     # What a key that expired between creation and increment would leave: a count and no expiry.
     client, key = alices_counter

@@ -39,8 +39,9 @@ def token_pair_issue(*, user: User) -> TokenPair:
     refresh = RefreshToken.for_user(user)
     access = refresh.access_token
     # SimpleJWT counts the access token's exp from the refresh token's clock reading and its iat from
-    # a reading of its own: a second boundary between the two left exp - iat (and the token's life)
-    # a second short of expires_in. Both from the one reading.
+    # a reading of its own: a second boundary between the two left exp - iat a second short of
+    # expires_in. Both from the one reading. (Both are whole seconds, so from the moment it is issued
+    # a token lives between expires_in - 1 and expires_in seconds.)
     access.set_iat(at_time=refresh.current_time)
     return TokenPair(
         access_token=str(access),

@@ -145,7 +145,7 @@ async def test_ban_closes_the_users_sockets_4003_and_their_tokens_stop_working(s
     )
 
     assert response.status_code == 302
-    assert await socket.receive_output(timeout=2) == CLOSE_DEACTIVATED
+    assert await socket.receive_output() == CLOSE_DEACTIVATED
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {pair.access_token}")
     assert (await sync_to_async(client.get)("/users/me")).status_code == 401

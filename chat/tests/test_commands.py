@@ -213,7 +213,7 @@ async def test_purge_tells_open_sockets_like_a_moderator_delete(sockets, alice, 
 async def test_ban_user_closes_sockets_4003_and_unban_reactivates(sockets, alice):
     socket = await enter(sockets, alice)
     assert await sync_to_async(run)("ban_user", "alice") == "Banned alice.\n"
-    assert await socket.receive_output(timeout=2) == CLOSE_DEACTIVATED
+    assert await socket.receive_output() == CLOSE_DEACTIVATED
     assert await sync_to_async(run)("ban_user", "alice", "--unban") == "Unbanned alice.\n"
     assert (await sync_to_async(User.objects.get)(pk=alice.pk)).is_active is True
 

@@ -21,7 +21,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.tests.factories import UserFactory
 from chat.models import Message
-from chat.tests.communicator import Communicator
+from chat.tests.communicator import PATIENCE, Communicator
 from chatproject.asgi import application
 
 # The consumer reaches the database from a worker thread, so tests need real commits; the
@@ -31,7 +31,6 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 ROOM = "general"
 REFUSALS = {"bad_request", "empty", "too_long"}  # the error codes a frame itself can earn (limits are off)
 CLOSE_FRAME_TOO_LARGE = 4009
-RECEIVE_TIMEOUT = 5
 FRAME_LIMIT = 64 * 1024
 
 # --- strategies -----------------------------------------------------------------------------
@@ -176,7 +175,7 @@ async def open_socket(token: str) -> Communicator:
     communicator = Communicator(application, f"/ws/{ROOM}?token={token}")
     connected, _ = await communicator.connect()
     assert connected
-    assert (await communicator.receive_json_from(RECEIVE_TIMEOUT))["type"] == "presence"
+    assert (await communicator.receive_json_from(PATIENCE))["type"] == "presence"
     return communicator
 
 
@@ -195,7 +194,7 @@ async def send_valid_message(communicator: Communicator, user_id: int) -> list[d
     await communicator.send_json_to({"type": "message", "content": "still works", "client_id": client_id})
     events = []
     while True:
-        output = await communicator.receive_output(RECEIVE_TIMEOUT)
+        output = await communicator.receive_output(PATIENCE)
         assert output["type"] == "websocket.send", output  # never a close here, and never a crash
         event = json.loads(output["text"])
         if event.get("type") == "message" and event.get("client_id") == client_id:
@@ -248,7 +247,7 @@ async def test_random_frames_never_break_the_socket_or_store_anything_invalid(fr
     announced = assert_answers(events, user_id)
     if huge is not None:
         await send_frame(communicator, huge)
-        closed = await communicator.receive_output(RECEIVE_TIMEOUT)
+        closed = await communicator.receive_output(PATIENCE)
         assert (closed["type"], closed.get("code")) == ("websocket.close", CLOSE_FRAME_TOO_LARGE)
     await communicator.disconnect()  # re-raises anything the application raised
 

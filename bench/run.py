@@ -78,7 +78,8 @@ STARTUP_TIMEOUT = 30.0
 SMOKE = False  # set by --smoke
 DEFLATE = False  # set by --deflate
 SERVER_EXTRA_ENV: dict[str, str] = {}  # set by --server-env
-PERSISTED_ROOMS = 10  # set by --persisted-rooms: rooms of 5 closed-loop senders in the persisted scenario
+DEFAULT_PERSISTED_ROOMS = 10
+PERSISTED_ROOMS = DEFAULT_PERSISTED_ROOMS  # set by --persisted-rooms: rooms of 5 closed-loop senders each
 RECEIVE_TIMEOUT = 120.0  # a scenario's receivers give up this long after the last send
 QUIET_SECONDS = 0.3  # a room client is ready once no frame has arrived for this long
 
@@ -1136,9 +1137,10 @@ def main() -> int:
     parser.add_argument(
         "--persisted-rooms",
         type=int,
-        default=10,
+        default=DEFAULT_PERSISTED_ROOMS,
         metavar="N",
-        help="rooms of 5 senders each in the persisted scenario (default 10: 50 senders; at most 200)",
+        help=f"rooms of 5 senders each in the persisted scenario (default {DEFAULT_PERSISTED_ROOMS}: 50 senders; "
+        "at most 200; --smoke keeps its own 2 rooms)",
     )
     parser.add_argument("--report", metavar="JSON", help="only regenerate docs/performance.md from a results file")
     arguments = parser.parse_args()

@@ -1,7 +1,9 @@
-"""The chat app's own test suite once more, on PostgreSQL: `make test` runs it on SQLite.
+"""The apps' own test suites (chat, accounts, chatproject) once more, on PostgreSQL: `make test` runs
+them on SQLite.
 
 The group-commit batch takes a path of its own on PostgreSQL (one array per column, bound on the
-server: chat/services.py), and the tests marked `on_postgresql` run only there. One fresh database of
+server: chat/services.py), and the tests marked `on_postgresql` run only there (those marked
+`on_sqlite`, of the embedded configuration's settings, only on SQLite). One fresh database of
 the machine's PostgreSQL; pytest-django creates its test database beside it (test_<name>). Both are
 dropped at the end.
 """
@@ -20,14 +22,15 @@ from integration.backends import SHARED_POSTGRES_PORT, fresh_database, postgres_
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITE_TIMEOUT_SECONDS = 900
+SUITES = ("chat", "accounts", "chatproject")
 
 
-def test_the_chat_suite_passes_on_postgresql_with_its_postgresql_only_tests():
+def test_the_app_suites_pass_on_postgresql_with_their_postgresql_only_tests():
     with fresh_database(SHARED_POSTGRES_PORT) as name:
         env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
         env["DATABASE_URL"] = postgres_url(port=SHARED_POSTGRES_PORT, dbname=name)
         suite = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "--create-db", "chat"],
+            [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "--create-db", *SUITES],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -50,6 +53,8 @@ def test_the_chat_suite_passes_on_postgresql_with_its_postgresql_only_tests():
     assert suite.returncode == 0, report
     summary = stdout.strip().splitlines()[-1]
     assert re.search(r"\b\d+ passed\b", summary) and not re.search(r"failed|error", summary), report
+    for suite in SUITES:  # every suite ran
+        assert re.search(rf"^PASSED {suite}/tests/", stdout, re.M), report
     # The tests that run only on PostgreSQL ran, and passed (a skip would name them under SKIPPED).
     for module in ("test_group_commit", "test_selectors"):
         assert re.search(rf"^PASSED chat/tests/{module}\.py::test_on_postgresql_", stdout, re.M), report

@@ -14,6 +14,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from chat.tests.databases import on_sqlite
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 SHOW_SETTINGS = """
@@ -70,6 +72,7 @@ def dev_env(key_file) -> dict[str, str]:
 # --- SQLite for concurrent writers ----------------------------------------------------------
 
 
+@on_sqlite
 def test_sqlite_options_take_concurrent_writers():
     database = settings.DATABASES["default"]
 
@@ -79,6 +82,7 @@ def test_sqlite_options_take_concurrent_writers():
     assert "PRAGMA journal_mode=WAL" in database["OPTIONS"]["init_command"]
 
 
+@on_sqlite
 @pytest.mark.django_db
 def test_sqlite_connection_runs_in_wal_mode_with_a_busy_timeout():
     with connection.cursor() as cursor:
@@ -91,6 +95,7 @@ def test_sqlite_connection_runs_in_wal_mode_with_a_busy_timeout():
     assert busy_timeout == settings.DATABASES["default"]["OPTIONS"]["timeout"] * 1000
 
 
+@on_sqlite
 @pytest.mark.django_db
 def test_tests_use_a_file_database_so_threads_share_it():
     name = str(connection.settings_dict["NAME"])

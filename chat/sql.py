@@ -5,6 +5,7 @@ Built by the ORM, these small queries cost more to compile than the database tak
 the same conversions the ORM applies to a column (SQLite's datetime text becomes an aware datetime).
 """
 
+import functools
 from collections.abc import Callable
 from datetime import UTC
 
@@ -77,3 +78,21 @@ def converter(model, field_name: str) -> Callable:
         return value
 
     return convert
+
+
+def instance(model, where: str, params: list):
+    """The first row where `where` holds, as the ORM builds its instance (every concrete field, each
+    value converted as the ORM converts it), or None. For lookups by a unique key: no ordering."""
+    names, columns, conversions = _reader(model)
+    found = rows(f"SELECT {columns} FROM {table(model)} WHERE {where} LIMIT 1", params)
+    if not found:
+        return None
+    values = [convert(value) for convert, value in zip(conversions, found[0], strict=True)]
+    return model.from_db(connection.alias, names, values)
+
+
+@functools.cache
+def _reader(model) -> tuple[list[str], str, list[Callable]]:
+    fields = model._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    return [field.attname for field in fields], columns, [converter(model, field.name) for field in fields]

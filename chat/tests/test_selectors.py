@@ -8,7 +8,7 @@ from psycopg.pq import Format
 
 from accounts.tests.factories import UserFactory
 from chat import selectors, sql
-from chat.models import Message
+from chat.models import Message, Room
 from chat.tests.databases import on_postgresql
 from chat.tests.factories import RoomFactory, make_message
 
@@ -39,6 +39,39 @@ def test_a_page_is_the_rows_the_orm_reads(query):
     assert page == orm_page(room, **query)
     assert page  # every query above has rows
     assert page[0]["created"].tzinfo is not None  # an aware datetime, not SQLite's text
+
+
+def field_values(instance) -> dict:
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+
+@pytest.mark.parametrize("archived_at", [None, datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)])
+def test_a_room_by_name_is_the_instance_the_orm_builds(archived_at):
+    RoomFactory(name="before")
+    room = RoomFactory(name="wanted", title="Wanted — ünïcode")
+    Room.objects.filter(pk=room.pk).update(last_seq=41, archived_at=archived_at)
+    RoomFactory(name="after")
+
+    found = selectors.room_get(name="wanted")
+
+    assert field_values(found) == field_values(Room.objects.get(name="wanted"))
+    assert (found.last_seq, found.archived_at, found.created_at.tzinfo is not None) == (41, archived_at, True)
+    assert (found._state.adding, found._state.db) == (False, "default")  # as loaded: a save() updates it
+
+
+def test_an_unknown_room_name_finds_nothing():
+    RoomFactory(name="general-two")
+
+    assert (selectors.room_get(name="general-tw"), selectors.room_get(name="GENERAL-TWO")) == (None, None)
+
+
+def test_a_rooms_last_seq_is_read_from_its_row():
+    room, other = RoomFactory(), RoomFactory()
+    for n in range(3):
+        make_message(room=room, content=f"m{n}")
+
+    assert [selectors.room_last_seq(room_id=r.pk) for r in (room, other)] == [3, 0]
+    assert selectors.room_last_seq(room_id=other.pk + room.pk + 1000) == 0
 
 
 def test_an_empty_room_has_an_empty_page():

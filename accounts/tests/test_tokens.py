@@ -1,0 +1,48 @@
+"""accounts.tokens: the user an access token names, read in plain SQL, is the ORM's User."""
+
+from datetime import UTC, datetime
+
+import pytest
+from rest_framework_simplejwt.tokens import AccessToken
+
+from accounts.models import User
+from accounts.tests.factories import UserFactory
+from accounts.tokens import InvalidToken, access_token_user
+
+pytestmark = pytest.mark.django_db
+
+
+def field_values(user: User) -> dict:
+    return {field.attname: getattr(user, field.attname) for field in User._meta.concrete_fields}
+
+
+def test_a_tokens_user_is_the_instance_the_orm_builds():
+    UserFactory(username="before")
+    alice = UserFactory(username="alice", email="alice@example.com", first_name="Älice", is_staff=True)
+    User.objects.filter(pk=alice.pk).update(last_login=datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC))
+    token = AccessToken.for_user(alice)
+
+    claims = access_token_user(str(token))
+
+    assert field_values(claims.user) == field_values(User.objects.get(pk=alice.pk))
+    assert claims.user.last_login == datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    assert (claims.user._state.adding, claims.user._state.db) == (False, "default")
+    assert claims.expires_at == float(token["exp"])
+
+
+@pytest.mark.parametrize(
+    "user_id", ["999999", 999999, "not a number", None], ids=["unknown", "unknown-int", "garbage", "missing"]
+)
+def test_a_token_naming_no_user_is_refused(user_id):
+    token = AccessToken()
+    token["user_id"] = user_id
+
+    with pytest.raises(InvalidToken, match="User not found or inactive"):
+        access_token_user(str(token))
+
+
+def test_an_inactive_users_token_is_refused():
+    bob = UserFactory(username="bob", is_active=False)
+
+    with pytest.raises(InvalidToken, match="User not found or inactive"):
+        access_token_user(str(AccessToken.for_user(bob)))

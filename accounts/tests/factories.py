@@ -18,3 +18,8 @@ class UserFactory(factory.django.DjangoModelFactory):
     def _save(obj, create, extracted, **kwargs):
         if create:
             obj.save()
+
+
+def field_values(instance) -> dict:
+    """Every concrete field's value: an instance read in plain SQL compares whole with the ORM's."""
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}

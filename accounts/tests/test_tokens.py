@@ -6,14 +6,10 @@ import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
-from accounts.tests.factories import UserFactory
+from accounts.tests.factories import UserFactory, field_values
 from accounts.tokens import InvalidToken, access_token_user
 
 pytestmark = pytest.mark.django_db
-
-
-def field_values(user: User) -> dict:
-    return {field.attname: getattr(user, field.attname) for field in User._meta.concrete_fields}
 
 
 def test_a_tokens_user_is_the_instance_the_orm_builds():

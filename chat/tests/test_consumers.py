@@ -381,7 +381,7 @@ async def test_frame_of_exactly_64_kib_is_not_closed(sockets, alice):
     assert await receive(communicator) == message_event(await get_message(content="still here"))
 
 
-async def test_deactivation_closes_every_socket_of_the_user_4003_within_2s(sockets, alice, bob):
+async def test_deactivation_closes_every_socket_of_the_user_4003_within_3s(sockets, alice, bob):
     first_tab = await enter(sockets, alice)
     second_tab = await enter(sockets, alice, first=False)
     other_room = await enter(sockets, alice, "python")

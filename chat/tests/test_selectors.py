@@ -6,7 +6,7 @@ import pytest
 from django.db.backends.postgresql.psycopg_any import BaseTzLoader
 from psycopg.pq import Format
 
-from accounts.tests.factories import UserFactory
+from accounts.tests.factories import UserFactory, field_values
 from chat import selectors, sql
 from chat.models import Message, Room
 from chat.tests.databases import on_postgresql
@@ -39,10 +39,6 @@ def test_a_page_is_the_rows_the_orm_reads(query):
     assert page == orm_page(room, **query)
     assert page  # every query above has rows
     assert page[0]["created"].tzinfo is not None  # an aware datetime, not SQLite's text
-
-
-def field_values(instance) -> dict:
-    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
 
 
 @pytest.mark.parametrize("archived_at", [None, datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)])

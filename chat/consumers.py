@@ -29,6 +29,7 @@ logger = logging.getLogger("chat.ws")
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_DEACTIVATED = 4003
 CLOSE_UNKNOWN_ROOM = 4004
+CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_FRAME_TOO_LARGE = 4009
 CLOSE_TOO_MANY_CONNECTIONS = 4029
 CLOSE_TRY_AGAIN = 4500  # the database or channel layer is unavailable: reconnect with since=
@@ -76,6 +77,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     room = None
     orderer: SeqOrderer | None = None
     closed = False
+    left = False  # disconnect ran: out of the hub's groups and of presence
     write_frame = None  # chat.frames.direct_writer: room events skip the ASGI send path
     tasks: list
 
@@ -86,9 +88,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
-        with contextlib.suppress(StopConsumer):
-            while True:
-                await self.dispatch(await receive())
+        try:
+            with contextlib.suppress(StopConsumer):
+                while True:
+                    await self.dispatch(await receive())
+        finally:
+            if not self.left:  # an error ended the socket: it leaves its room all the same, no ghost
+                with contextlib.suppress(Exception):
+                    await self.disconnect(None)
 
     async def dispatch(self, message):
         # Channels closes stale database connections before every frame (a thread hop each); the
@@ -158,7 +165,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.tasks.append(asyncio.create_task(self._close_at_expiry()))
 
     async def disconnect(self, code):
-        self.closed = True
+        self.closed = self.left = True
         for task in self.tasks:
             task.cancel()
         # A cancelled task keeps its CancelledError, whose traceback holds the task's frame and so
@@ -180,7 +187,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         payload = text_data if text_data is not None else bytes_data or b""
         size = len(payload.encode("utf-8", "surrogatepass")) if isinstance(payload, str) else len(payload)
         if size > settings.CHAT_MAX_FRAME_BYTES:
-            await self.close_with(CLOSE_FRAME_TOO_LARGE, "frame too large", size=size)
+            # 1009 (message too big) where the server can send it: uvicorn's protocol can, daphne's
+            # (autobahn) lets an application close only with 1000 or 3000-4999.
+            code = CLOSE_MESSAGE_TOO_BIG if self.write_frame is not None else CLOSE_FRAME_TOO_LARGE
+            await self.close_with(code, "frame too large", size=size)
             return
         if text_data is None:
             await self.send_error("bad_request", "Binary frames are not supported; send JSON text.")
@@ -359,7 +369,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def send_error(self, code: str, detail: str, client_id=None, **extra) -> None:
         event = {"type": "error", "code": code, "detail": detail, **extra}
-        if isinstance(client_id, str) and len(client_id) <= services.CLIENT_ID_MAX_LENGTH:
+        # Echoed only as text the socket can carry: a lone surrogate (a JSON escape such as "\ud800")
+        # cannot be encoded as UTF-8, and the frame would fail to send.
+        if (
+            isinstance(client_id, str)
+            and len(client_id) <= services.CLIENT_ID_MAX_LENGTH
+            and services.is_storable_text(client_id)
+        ):
             event["client_id"] = client_id
         await self.send_event(event)
 

@@ -55,7 +55,7 @@ from accounts.authentication import BearerAuthentication
 from accounts.models import User
 from chat import selectors, sql
 from chat.events import message_payload_from_row
-from chat.models import Room
+from chat.models import ROOM_NAME, Room
 from chat.serializers import MessageListQuerySerializer
 from chat.views import MessagesView
 from chatproject.logs import log_context
@@ -223,6 +223,8 @@ def response_headers(*, secure: bool) -> tuple[list[tuple[bytes, bytes]], list[t
 def room_for_active_user(*, name: str, user_id: int) -> Room | None:
     """The room (id and stored name) when it exists and the user is active, in one query: what
     `BearerAuthentication.get_user` and `selectors.room_get` check, read without building querysets."""
+    if not ROOM_NAME.fullmatch(name):
+        return None
     found = sql.rows(
         f"SELECT r.id, r.name, u.is_active FROM {sql.table(Room)} r, {sql.table(User)} u "
         "WHERE r.name = %s AND u.id = %s",

@@ -1,6 +1,12 @@
+import re
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+# What a room's name can be (Room.name: a slug of at most 50 characters). Anything else names no
+# room, and is not sent to the database (PostgreSQL refuses text with a NUL in it).
+ROOM_NAME = re.compile(r"[-a-zA-Z0-9_]{1,50}")
 
 
 class Room(models.Model):

@@ -2,11 +2,13 @@
 
 from accounts.models import User
 from chat import sql
-from chat.models import Message, Room
+from chat.models import ROOM_NAME, Message, Room
 from chat.presence import presence
 
 
 def room_get(*, name: str) -> Room | None:
+    if not ROOM_NAME.fullmatch(name):
+        return None
     # Plain SQL: every WebSocket connect asks, and the ORM's query (with Room's ordering) cost
     # several times what the database takes to answer it.
     return sql.instance(Room, "name = %s", [name])

@@ -1,6 +1,5 @@
 """Writes on rooms and messages. Every transport (REST, WebSocket, admin, commands) calls these."""
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,12 +12,11 @@ from accounts.models import User
 from chat import sql
 from chat.audit import audit_record, audit_record_many
 from chat.events import publish_message_deleted, publish_messages
-from chat.models import Message, Mute, Room
+from chat.models import ROOM_NAME, Message, Mute, Room
 from chatproject.ratelimit import hit, hit_many, parse_rate
 
 CLIENT_ID_MAX_LENGTH = 64
 ROOM_TITLE_MAX_LENGTH = 200
-SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}")
 
 
 class MessageRejected(Exception):
@@ -36,7 +34,7 @@ class MessageForbidden(MessageRejected):
     """The sender may not post here now (muted, or the room is archived): REST 403."""
 
 
-def _is_storable_text(text: str) -> bool:
+def is_storable_text(text: str) -> bool:
     # NUL and lone surrogates (from JSON escapes such as "\ud800") cannot be stored as text.
     if "\x00" in text:
         return False
@@ -56,10 +54,10 @@ def message_validate(*, content, client_id=None) -> None:
     limit = settings.CHAT_MAX_MESSAGE_LENGTH
     if len(content) > limit:
         raise MessageRejected("too_long", f"Message is longer than {limit} characters.")
-    if not _is_storable_text(content):
+    if not is_storable_text(content):
         raise MessageRejected("bad_request", "content contains characters that cannot be stored.")
     if client_id is not None and not (
-        isinstance(client_id, str) and 1 <= len(client_id) <= CLIENT_ID_MAX_LENGTH and _is_storable_text(client_id)
+        isinstance(client_id, str) and 1 <= len(client_id) <= CLIENT_ID_MAX_LENGTH and is_storable_text(client_id)
     ):
         raise MessageRejected(
             "bad_request", f"client_id must be a string of 1 to {CLIENT_ID_MAX_LENGTH} characters.", "client_id"
@@ -522,11 +520,11 @@ def room_create(*, user: User | None, name, title="", actor: User | None = None)
 
     `user` None is an operator at the shell (no rate limit); `actor` records the creation in the audit log.
     """
-    if not isinstance(name, str) or not SLUG.fullmatch(name):
+    if not isinstance(name, str) or not ROOM_NAME.fullmatch(name):
         raise RoomRejected("name", "Use 1-50 letters, digits, hyphens or underscores.")
     if title is None:
         title = ""
-    if not isinstance(title, str) or len(title) > ROOM_TITLE_MAX_LENGTH or not _is_storable_text(title):
+    if not isinstance(title, str) or len(title) > ROOM_TITLE_MAX_LENGTH or not is_storable_text(title):
         raise RoomRejected("title", f"Use a text of at most {ROOM_TITLE_MAX_LENGTH} characters.")
     if Room.objects.filter(name__iexact=name).exists():
         raise RoomRejected("name", "A room with that name already exists.")

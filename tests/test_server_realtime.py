@@ -19,6 +19,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.conftest import SERVER_NAME
+
 pytestmark = pytest.mark.server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -305,6 +307,10 @@ async def test_bad_frames_get_errors_and_the_connection_stays_open(server):
         (json.dumps({"type": "shout", "client_id": "c-shout"}), "bad_request", "c-shout"),
         (json.dumps({"content": "no type"}), "bad_request", None),
         (b"\x00\x01binary", "bad_request", None),
+        # client_ids that cannot be stored or sent as UTF-8 (JSON escapes of lone surrogates) are not echoed
+        (json.dumps({"type": "message", "content": "", "client_id": "\ud800"}), "empty", None),
+        (json.dumps({"type": "message", "content": "hi", "client_id": "c-\udfff"}), "bad_request", None),
+        (json.dumps({"type": "shout", "client_id": "\udbff"}), "bad_request", None),
     ]
     async with await enter(server, room, user) as ws:
         for frame, code, client_id in frames:
@@ -322,16 +328,26 @@ async def test_bad_frames_get_errors_and_the_connection_stays_open(server):
     assert "Traceback" not in server.log()
 
 
-async def test_frame_over_64_kib_closes_4009_and_stores_nothing(server):
+async def frame_over_64_kib_closes(server, code: int) -> None:
     room = "frontend"
     user = server.new_user("frank")
     base = server.last_seq(user.access_token, room)
     async with await enter(server, room, user) as ws:
         await ws.send(json.dumps({"type": "message", "content": "x" * 70_000}))
-        assert await closed_with(ws) == 4009
+        assert await closed_with(ws) == code
     assert server.last_seq(user.access_token, room) == base
     assert server.get("/healthz").status == 200
     assert "Traceback" not in server.log()
+
+
+async def test_frame_over_64_kib_closes_1009_where_the_server_can_send_it_and_stores_nothing(server):
+    # uvicorn's protocol lets the application send 1009; under CHAT_TEST_SERVER=daphne it is 4009
+    await frame_over_64_kib_closes(server, 1009 if SERVER_NAME == "uvicorn" else 4009)
+
+
+async def test_frame_over_64_kib_closes_4009_on_daphne_and_stores_nothing(launch_server, tmp_path):
+    with launch_server(tmp_path, server_name="daphne") as server:  # autobahn refuses 1009 from the application
+        await frame_over_64_kib_closes(server, 4009)
 
 
 async def test_foreign_origin_is_refused_at_the_handshake(server):
@@ -423,7 +439,8 @@ async def test_deactivation_from_another_process_closes_every_socket_4003(launch
                 closes, timeout=max(0.1, deactivated_at + 5 - time.time())
             )
             assert (code_general, code_python) == (4003, 4003)
-            assert max(closed_general, closed_python) - deactivated_at <= 3.0  # typically well under a second
+            # The bound, from the commit (printed once user_set_active returned); typically milliseconds.
+            assert max(closed_general, closed_python) - deactivated_at <= 2.0
 
             assert_member_event(await next_event(a), "leave", "general", bob)
             await send_message(a, "alice is still here")

@@ -297,9 +297,10 @@ async def test_refused_token_is_accepted_then_closed_4001_with_no_event(sockets,
     assert [room["online"] for room in response.json()["rooms"] if room["name"] == "general"] == [1]
 
 
-async def test_unknown_room_is_accepted_then_closed_4004_with_no_event(sockets, alice, bob):
+@pytest.mark.parametrize("room", ["no-such-room", "%00", "general%00", "caf%C3%A9", "a" * 51])
+async def test_unknown_room_is_accepted_then_closed_4004_with_no_event(sockets, alice, bob, room):
     listener = await enter(sockets, bob)
-    communicator = sockets(ws_path("no-such-room", token=access_token(alice)))
+    communicator = sockets(ws_path(room, token=access_token(alice)))
 
     connected, _ = await communicator.connect()
 
@@ -381,7 +382,7 @@ async def test_frame_of_exactly_64_kib_is_not_closed(sockets, alice):
     assert await receive(communicator) == message_event(await get_message(content="still here"))
 
 
-async def test_deactivation_closes_every_socket_of_the_user_4003_within_3s(sockets, alice, bob):
+async def test_deactivation_closes_every_socket_of_the_user_4003_within_2s(sockets, alice, bob):
     first_tab = await enter(sockets, alice)
     second_tab = await enter(sockets, alice, first=False)
     other_room = await enter(sockets, alice, "python")
@@ -389,12 +390,12 @@ async def test_deactivation_closes_every_socket_of_the_user_4003_within_3s(socke
     for tab in (first_tab, second_tab):
         assert await tab.receive_json_from() == member_event("join", bob)
 
-    started = time.monotonic()
     await sync_to_async(user_set_active)(user=alice, active=False)
+    deactivated = time.monotonic()  # committed, and published on commit
 
     for communicator in (first_tab, second_tab, other_room):
         assert await communicator.receive_output() == CLOSE_DEACTIVATED
-    assert time.monotonic() - started < 3  # typically a few milliseconds
+    assert time.monotonic() - deactivated <= 2.0  # the issue's bound; typically a few milliseconds
     assert await silent(first_tab, second_tab, other_room, bystander)
 
     # The server then drops the connections; Bob sees Alice leave once and keeps chatting.
@@ -403,6 +404,27 @@ async def test_deactivation_closes_every_socket_of_the_user_4003_within_3s(socke
     assert await receive(bystander) == member_event("leave", alice)
     await bystander.send_to(text_data="still open")
     assert await receive(bystander) == message_event(await get_message(content="still open"))
+
+
+async def test_a_socket_ended_by_an_error_still_leaves_its_room(sockets, alice, bob, monkeypatch):
+    """Whatever ends a socket, its user does not stay online as a ghost (presence, joins, the
+    per-user connection count): the leave goes out and the room's online count drops."""
+    bystander = await enter(sockets, bob)
+    crashing = await enter(sockets, alice)
+    assert await receive(bystander) == member_event("join", alice)
+
+    async def broken(self, text_data=None, bytes_data=None):
+        raise RuntimeError("a bug in a handler")
+
+    monkeypatch.setattr(RoomConsumer, "receive", broken)
+    await crashing.send_to(text_data="anything")
+    with pytest.raises(RuntimeError, match="a bug in a handler"):
+        await crashing.receive_output()
+    crashing.disconnected = True  # the application has ended: nothing left to disconnect at teardown
+
+    assert await receive(bystander) == member_event("leave", alice)
+    response = await rest(None, "get", "/rooms")
+    assert {room["name"]: room["online"] for room in response.json()["rooms"]}["general"] == 1
 
 
 async def test_deactivated_user_cannot_reconnect_with_an_unexpired_token(sockets, alice):

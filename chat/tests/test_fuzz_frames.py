@@ -14,7 +14,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework_simplejwt.tokens import AccessToken
@@ -235,6 +235,8 @@ def assert_storable(message: Message) -> None:
     print_blob=True,
 )
 @given(frames=frames, huge=huge_frames)
+# Always tried: a refusal that would echo a client_id no UTF-8 socket can carry.
+@example(frames=[("text", json.dumps({"type": "message", "content": "", "client_id": "\ud800"}))], huge=None)
 async def test_random_frames_never_break_the_socket_or_store_anything_invalid(frames, huge, caplog):
     caplog.clear()
     user_id, token = await new_user_token()

@@ -61,6 +61,14 @@ def test_an_unknown_room_name_finds_nothing():
     assert (selectors.room_get(name="general-tw"), selectors.room_get(name="GENERAL-TWO")) == (None, None)
 
 
+@pytest.mark.parametrize("name", ["", "general-two\x00", "\x00", "général", "a" * 51, "general two"])
+def test_a_name_no_room_can_have_finds_nothing_without_asking_the_database(name, django_assert_num_queries):
+    RoomFactory(name="general-two")
+
+    with django_assert_num_queries(0):
+        assert selectors.room_get(name=name) is None
+
+
 def test_a_rooms_last_seq_is_read_from_its_row():
     room, other = RoomFactory(), RoomFactory()
     for n in range(3):

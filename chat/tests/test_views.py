@@ -226,8 +226,14 @@ def test_messages_refuses_bad_parameters(auth_client, history, params, errors):
     assert response.json() == errors
 
 
-def test_messages_unknown_room_is_404(auth_client):
-    response = auth_client.get("/messages/nowhere")
+# Names no room can have (not a slug of at most 50 characters) are unknown rooms too; a NUL, which
+# PostgreSQL refuses in text, never reaches the database.
+UNKNOWN_ROOMS = ["nowhere", "%00", "general%00", "caf%C3%A9", "a" * 51]
+
+
+@pytest.mark.parametrize("room", UNKNOWN_ROOMS)
+def test_messages_unknown_room_is_404(auth_client, room):
+    response = auth_client.get(f"/messages/{room}")
 
     assert response.status_code == 404
     assert response.json() == ROOM_NOT_FOUND
@@ -449,8 +455,9 @@ def test_post_message_refuses_non_object_and_malformed_json(auth_client, general
     assert response.json() == errors
 
 
-def test_post_message_unknown_room_is_404(auth_client):
-    response = auth_client.post("/messages/nowhere", {"content": "hello"}, format="json")
+@pytest.mark.parametrize("room", UNKNOWN_ROOMS)
+def test_post_message_unknown_room_is_404(auth_client, room):
+    response = auth_client.post(f"/messages/{room}", {"content": "hello"}, format="json")
 
     assert response.status_code == 404
     assert response.json() == ROOM_NOT_FOUND

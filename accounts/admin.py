@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from accounts.models import User
-from accounts.services import user_ban, user_set_active, user_unban
+from accounts.services import user_ban, user_unban
 
 
 @admin.register(User)
@@ -40,8 +40,9 @@ class UserAdmin(DjangoUserAdmin):
         self.message_user(request, f"Unbanned {len(queryset)} user(s).", messages.SUCCESS)
 
     def save_model(self, request, obj, form, change):
-        became_inactive = change and "is_active" in form.changed_data
+        activity_changed = change and "is_active" in form.changed_data
         super().save_model(request, obj, form, change)
-        if became_inactive:
-            # Through the service, so a deactivation revokes tokens and closes sockets.
-            user_set_active(user=obj, active=obj.is_active)
+        if activity_changed:
+            # Through the ban services, as the actions: a deactivation revokes tokens and closes
+            # sockets, and the audit log records it either way.
+            (user_unban if obj.is_active else user_ban)(user=obj, actor=request.user)

@@ -172,6 +172,40 @@ async def test_unban_lets_the_user_log_in_again(admin_client, alice):
     assert [row[1] for row in await sync_to_async(audit)()] == ["ban", "unban"]
 
 
+def change_form(user: User, **changes) -> dict:
+    """The admin's user change form as its page would post it, with `changes` applied."""
+    joined = timezone.localtime(user.date_joined)
+    data = {
+        "username": user.username,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "email": user.email,
+        "date_joined_0": joined.strftime("%Y-%m-%d"),
+        "date_joined_1": joined.strftime("%H:%M:%S"),
+        "is_active": "on",
+    }
+    data.update(changes)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+async def test_unticking_active_in_the_user_form_bans_like_the_action_and_is_audited(sockets):
+    root = await sync_to_async(UserFactory)(username="root", is_superuser=True, is_staff=True)
+    client = Client()
+    await sync_to_async(client.force_login)(root)
+    alice = await sync_to_async(UserFactory)(username="alice")
+    socket = await enter(sockets, alice)
+    path = f"/admin/accounts/user/{alice.pk}/change/"
+
+    response = await post(client, path, change_form(alice, is_active=None))
+
+    assert response.status_code == 302
+    assert await socket.receive_output() == CLOSE_DEACTIVATED
+    response = await post(client, path, change_form(alice))
+    assert response.status_code == 302
+    assert await sync_to_async(lambda: User.objects.get(pk=alice.pk).is_active)() is True
+    assert await sync_to_async(audit)() == [("root", "ban", "user", "alice"), ("root", "unban", "user", "alice")]
+
+
 def test_a_moderator_cannot_ban_themselves_or_a_superuser(admin_client, moderator):
     root = UserFactory(username="root", is_superuser=True, is_staff=True)
     admin_client.post("/admin/accounts/user/", {"action": "ban_users", "_selected_action": [moderator.pk, root.pk]})

@@ -158,6 +158,9 @@ def test_export_counts_the_room_only_for_a_progress_bar(three):
     [
         (["nowhere"], "Unknown room 'nowhere'"),
         (["general", "--since", "yesterday"], "--since"),
+        (["general", "--since", "2024-02-30T10:00"], "--since must be a date"),
+        (["general", "--since", "2024-02-30"], "--since must be a date"),
+        (["general", "--since", "2024-13-01T25:00"], "--since must be a date"),
         (["general", "--output", "/nonexistent/dir/x.jsonl"], "Cannot write"),
     ],
 )
@@ -188,7 +191,13 @@ def test_purge_deletes_older_messages_of_one_room(three, user):
 
 
 @pytest.mark.parametrize(
-    ("args", "error"), [(["--older-than", "-1"], "0 or more"), (["--older-than", "1", "--room", "x"], "Unknown room")]
+    ("args", "error"),
+    [
+        (["--older-than", "-1"], "0 or more"),
+        (["--older-than", "1", "--room", "x"], "Unknown room"),
+        (["--older-than", "800000"], "before the year 1"),
+        (["--older-than", str(10**12)], "before the year 1"),
+    ],
 )
 def test_purge_errors(args, error):
     with pytest.raises(CommandError, match=error):
@@ -241,6 +250,8 @@ async def test_mute_user_for_minutes(sockets, alice):
         (["nobody", "general", "--minutes", "1"], "Unknown user"),
         (["alice", "nowhere", "--minutes", "1"], "Unknown room"),
         (["alice", "general", "--minutes", "0"], "at least 1"),
+        (["alice", "general", "--minutes", str(5_000_000_000)], "after the year 9999"),
+        (["alice", "general", "--minutes", str(10**20)], "after the year 9999"),
     ],
 )
 def test_mute_user_errors(user, args, error):

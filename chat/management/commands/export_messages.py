@@ -18,12 +18,12 @@ CSV_FIELDS = ("id", "seq", "room", "user_id", "username", "content", "timestamp"
 
 def parse_since(raw: str) -> datetime:
     """A date (midnight UTC) or an ISO-8601 datetime (UTC when it names no zone)."""
-    moment = parse_datetime(raw)
+    try:  # each raises ValueError for a well-formed text naming no real moment (2024-02-30)
+        moment = parse_datetime(raw)
+        day = parse_date(raw) if moment is None else None
+    except ValueError:
+        moment = day = None
     if moment is None:
-        try:
-            day = parse_date(raw)
-        except ValueError:
-            day = None
         if day is None:
             raise CommandError(f"--since must be a date (YYYY-MM-DD) or an ISO-8601 datetime, not {raw!r}.")
         moment = datetime.combine(day, time.min)

@@ -18,6 +18,10 @@ class Command(BaseCommand):
     def handle(self, *args, username, room, minutes, **options):
         if minutes < 1:
             raise CommandError("--minutes must be at least 1.")
+        try:
+            until = timezone.now() + timedelta(minutes=minutes)
+        except OverflowError:  # past the year 9999
+            raise CommandError(f"--minutes {minutes} is too long: the mute would end after the year 9999.") from None
         user, room_obj = user_or_error(username), room_or_error(room)
-        mute = mute_create(user=user, room=room_obj, until=timezone.now() + timedelta(minutes=minutes))
+        mute = mute_create(user=user, room=room_obj, until=until)
         self.stdout.write(f"Muted {user.username} in {room_obj.name} until {mute.until.isoformat()}.")

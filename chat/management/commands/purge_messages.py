@@ -24,7 +24,10 @@ class Command(BaseCommand):
     def handle(self, *args, older_than, room, dry_run, **options):
         if older_than < 0:
             raise CommandError("--older-than must be 0 or more days.")
-        cutoff = timezone.now() - timedelta(days=older_than)
+        try:
+            cutoff = timezone.now() - timedelta(days=older_than)
+        except OverflowError:  # before the year 1
+            raise CommandError(f"--older-than {older_than} reaches back before the year 1.") from None
         qs = Message.objects.filter(created__lt=cutoff).select_related("room", "user").order_by("pk")
         if room:
             qs = qs.filter(room=room_or_error(room))

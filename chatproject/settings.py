@@ -236,7 +236,10 @@ SPECTACULAR_SETTINGS = {
 # --- Chat -----------------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=4000)
 CHAT_MAX_FRAME_BYTES = 64 * 1024
-CHAT_REPLAY_LIMIT = 1000
+# The most missed messages a socket resuming with since= is sent; a client further behind pages the rest.
+CHAT_REPLAY_LIMIT = env.int("CHAT_REPLAY_LIMIT", default=1000)
+if CHAT_REPLAY_LIMIT < 1:
+    raise ImproperlyConfigured("CHAT_REPLAY_LIMIT must be at least 1.")
 
 # --- Abuse limits (README, "Security") -------------------------------------------------------
 AUTH_RATE = env.str("AUTH_RATE", default="10/min")  # /register and /token, each, per client IP

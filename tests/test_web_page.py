@@ -16,6 +16,8 @@ expect = sync_api.expect
 
 ARTIFACTS = REPO_ROOT / "artifacts"
 XSS = "<img src=x onerror=alert(1)>"
+# The page server's CHAT_REPLAY_LIMIT (1000 by default): what a socket resuming with since= gets at most.
+REPLAY_LIMIT = 40
 
 pytestmark = [
     pytest.mark.server,
@@ -79,6 +81,52 @@ class Visitor:
 
     def close(self):
         self.context.close()
+
+
+class Outage:
+    """The page's network drops its room socket, and holds each reconnect back until it is over."""
+
+    def __init__(self, page):
+        self.down = False
+        self.sockets: list = []
+        self.held_tickets: list = []
+        page.route_web_socket(re.compile(r".*/ws/.*"), self._socket)
+        page.route("**/ws-ticket", self._ticket)
+
+    def _socket(self, ws):
+        ws.connect_to_server()
+        self.sockets.append(ws)
+
+    def _ticket(self, route):
+        if self.down:
+            self.held_tickets.append(route)
+        else:
+            route.continue_()
+
+    def begin(self):
+        self.down = True
+        for ws in self.sockets:
+            ws.close()
+        self.sockets.clear()
+
+    def end(self):
+        self.down = False
+        for route in self.held_tickets:
+            route.continue_()  # the page connects at once, with no backoff left to wait out
+        self.held_tickets.clear()
+
+
+def new_room(server, user) -> str:
+    """A room of the test's own: nobody else's messages or presence in it."""
+    name = server.unique_username("room")
+    response = server.post("/rooms", json_body={"name": name}, token=user.access_token)
+    assert response.status == 201, (response.status, response.body)
+    return name
+
+
+@pytest.fixture(scope="module")
+def server_extra_env() -> dict[str, str]:
+    return {"CHAT_REPLAY_LIMIT": str(REPLAY_LIMIT)}  # a visitor can fall further behind in seconds
 
 
 @pytest.fixture
@@ -166,6 +214,118 @@ def test_a_visitor_who_loses_the_connection_gets_what_was_missed(visitors, serve
     texts = ann.message_texts.all_inner_texts()
     assert len(texts) == len(set(texts)), texts
     assert ann.page.evaluate("performance.getEntriesByType('navigation').length") == 1  # no reload
+
+
+@pytest.mark.parametrize("newest_check", ["answered", "lost"])
+def test_a_visitor_further_behind_than_the_replay_gets_every_message_once_in_order(visitors, server, newest_check):
+    poster = server.new_user("poster")
+    room = new_room(server, poster)
+    ann = visitors()
+    ann.register(server.unique_username("ann"))
+    if newest_check == "lost":
+        # The page's look at the room's newest message after connecting is lost on the way: only
+        # the next live message can show it that the replay was cut short.
+        ann.page.route(lambda url: urlparse(url).query == "limit=1", lambda route: route.abort())
+    outage = Outage(ann.page)
+    ann.enter_room(room)
+    assert server.post_message(poster.access_token, room, "before the outage").status == 201
+    expect(ann.message_texts.last).to_have_text("before the outage")
+
+    outage.begin()
+    expect(ann.status).to_have_text(re.compile("reconnecting"))
+    for n in range(1, REPLAY_LIMIT + 151):
+        assert server.post_message(poster.access_token, room, f"missed {n}").status == 201
+    outage.end()
+    expect(ann.status).to_have_text("connected", timeout=20_000)
+    if newest_check == "answered":  # a quiet room: no live message reveals the gap
+        expect(ann.message_texts.last).to_have_text(f"missed {REPLAY_LIMIT + 150}", timeout=20_000)
+        expect(ann.message_texts).to_have_count(REPLAY_LIMIT + 151, timeout=20_000)
+    for n in (1, 2, 3):  # live while the page may still be paging the gap in
+        assert server.post_message(poster.access_token, room, f"live {n}").status == 201
+
+    history = server.history_after(poster.access_token, room)
+    assert len(history) == REPLAY_LIMIT + 154
+    expect(ann.message_texts).to_have_count(len(history), timeout=20_000)
+    assert ann.message_texts.all_inner_texts() == [message["content"] for message in history]
+    shown_seqs = ann.page.eval_on_selector_all("#messages .message", "items => items.map((i) => i.dataset.seq)")
+    assert shown_seqs == [str(message["seq"]) for message in history]
+    assert ann.errors == []
+
+
+def test_the_browser_coming_online_during_the_backoff_opens_one_socket_not_two(visitors, server):
+    ann = visitors()
+    ann.register(server.unique_username("ann"))
+    outage = Outage(ann.page)
+    ann.enter_room("general")
+    expect(ann.status).to_have_text("connected")
+    opened = []
+    ann.page.on("websocket", lambda ws: opened.append(ws))
+
+    outage.begin()
+    expect(ann.status).to_have_text(re.compile("reconnecting"))
+    ann.page.wait_for_timeout(1200)  # the backoff's first reconnect (0.25-0.75 s) is waiting for its ticket
+    ann.page.evaluate("window.dispatchEvent(new Event('online'))")  # and the browser says it is back
+    ann.page.wait_for_timeout(500)
+    outage.end()
+
+    expect(ann.status).to_have_text("connected", timeout=20_000)
+    ann.page.wait_for_timeout(1500)  # time for a second socket to open, were one on its way
+    assert len(opened) == 1, [ws.url for ws in opened]
+    assert ann.errors == []
+
+
+def test_join_and_leave_notices_show_in_the_open_room(visitors, server):
+    ann, ben = visitors(), visitors()
+    ann_name, ben_name = server.unique_username("ann"), server.unique_username("ben")
+    room = new_room(server, server.new_user("owner"))
+    ann.register(ann_name)
+    ben.register(ben_name)
+    notices = ann.page.locator("#messages .notice")
+    ann.enter_room(room)
+    expect(notices).to_have_text([f"{ann_name} joined"])
+
+    ben.enter_room(room)
+    expect(notices).to_have_text([f"{ann_name} joined", f"{ben_name} joined"])
+    ben.enter_room("general")  # Ben walks over to another room
+    expect(notices).to_have_text([f"{ann_name} joined", f"{ben_name} joined", f"{ben_name} left"])
+    expect(ann.online).to_have_text([ann_name])
+    expect(ben.page.locator("#messages .notice").filter(has_text=ann_name)).to_have_count(0)
+
+
+def test_the_room_list_counts_who_is_online_in_the_open_room(visitors, server):
+    ann, ben = visitors(), visitors()
+    room = new_room(server, server.new_user("owner"))
+    ann.register(server.unique_username("ann"))
+    ben.register(server.unique_username("ben"))
+    count = ann.page.locator(f'#rooms .room-online[data-room="{room}"]')
+    expect(count).to_have_text("0 online")
+    ann.enter_room(room)
+    expect(count).to_have_text("1 online")
+
+    ben.enter_room(room)
+    expect(count).to_have_text("2 online")
+    expect(ben.page.locator(f'#rooms .room-online[data-room="{room}"]')).to_have_text("2 online")
+    ben.page.get_by_role("button", name="Log out").click()
+    expect(count).to_have_text("1 online")
+
+
+def test_the_typing_notice_goes_away_by_itself_when_the_typist_stops(visitors, server):
+    ann, ben = visitors(), visitors()
+    ann_name = server.unique_username("ann")
+    room = new_room(server, server.new_user("owner"))
+    ann.register(ann_name)
+    ben.register(server.unique_username("ben"))
+    ann.enter_room(room)
+    ben.enter_room(room)
+
+    ann.page.get_by_role("textbox", name="Message").press_sequentially("hel")
+    typing = ben.page.locator("#typing")
+    expect(typing).to_have_text(f"{ann_name} is typing…")
+    ben.page.wait_for_timeout(1000)
+    assert typing.text_content() == f"{ann_name} is typing…"  # it lasts a few seconds
+    expect(typing).to_have_text("", timeout=10_000)  # gone with no message to clear it
+    expect(ben.message_texts).to_have_count(0)
+    expect(ann.page.get_by_role("textbox", name="Message")).to_have_value("hel")
 
 
 def test_markup_in_a_message_renders_as_text(visitors, server):

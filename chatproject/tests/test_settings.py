@@ -32,6 +32,7 @@ print(json.dumps({
     "REFRESH_TOKEN_LIFETIME": s.SIMPLE_JWT["REFRESH_TOKEN_LIFETIME"].total_seconds(),
     "SIGNING_KEY_IS_SECRET_KEY": s.SIMPLE_JWT["SIGNING_KEY"] == s.SECRET_KEY,
     "CHAT_MAX_MESSAGE_LENGTH": s.CHAT_MAX_MESSAGE_LENGTH,
+    "CHAT_REPLAY_LIMIT": s.CHAT_REPLAY_LIMIT,
     "SECURE_SSL_REDIRECT": s.SECURE_SSL_REDIRECT,
     "SECURE_HSTS_SECONDS": s.SECURE_HSTS_SECONDS,
     "SESSION_COOKIE_SECURE": s.SESSION_COOKIE_SECURE,
@@ -247,6 +248,7 @@ def test_token_lifetimes_and_message_length_defaults(dev_env):
     assert loaded["ACCESS_TOKEN_LIFETIME"] == 1800
     assert loaded["REFRESH_TOKEN_LIFETIME"] == 7 * 24 * 3600
     assert loaded["CHAT_MAX_MESSAGE_LENGTH"] == 4000
+    assert loaded["CHAT_REPLAY_LIMIT"] == 1000
 
 
 def test_token_lifetimes_and_message_length_are_read(dev_env):
@@ -257,6 +259,15 @@ def test_token_lifetimes_and_message_length_are_read(dev_env):
     assert loaded["ACCESS_TOKEN_LIFETIME"] == 60
     assert loaded["REFRESH_TOKEN_LIFETIME"] == 2 * 24 * 3600
     assert loaded["CHAT_MAX_MESSAGE_LENGTH"] == 500
+
+
+def test_the_replay_limit_is_read_and_must_be_at_least_one(dev_env):
+    assert load_settings({**dev_env, "CHAT_REPLAY_LIMIT": "25"})["CHAT_REPLAY_LIMIT"] == 25
+
+    for value in ("0", "-5"):
+        refused = run_settings({**dev_env, "CHAT_REPLAY_LIMIT": value})
+        assert refused.returncode != 0
+        assert "ImproperlyConfigured: CHAT_REPLAY_LIMIT must be at least 1." in refused.stderr
 
 
 def test_channel_layer_is_in_process_by_default(dev_env):

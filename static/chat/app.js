@@ -4,6 +4,8 @@
 
 (() => {
   const HISTORY_PAGE = 50;
+  const GAP_PAGE = 100; // the largest page GET /messages gives
+  const GAP_RETRY_MS = 2000;
   const TYPING_SEND_EVERY_MS = 2000;
   const TYPING_SHOW_MS = 4000;
   const ROOMS_POLL_MS = 15000;
@@ -232,6 +234,10 @@
       name,
       bySeq: new Map(), // seq -> <li>, so nothing shows twice
       lastSeq: null, // highest seq seen; since= on reconnect
+      gaps: [], // {after, before}: seq ranges the socket skipped, paged in over REST
+      filling: false,
+      gapTimer: null,
+      connecting: false, // a connect() is fetching its ticket or opening its socket
       oldestSeq: null,
       socket: null,
       attempt: 0,
@@ -248,6 +254,7 @@
     if (!current) return;
     current.closed = true;
     clearTimeout(current.reconnectTimer);
+    clearTimeout(current.gapTimer);
     for (const timer of current.typing.values()) clearTimeout(timer);
     if (current.socket) current.socket.close(1000);
     current = null;
@@ -294,7 +301,17 @@
 
   // Each connection asks for a single-use ticket, so the access token never appears in a URL.
   async function connect(room) {
-    if (room.closed || !auth) return;
+    // One connection at a time: a reconnect timer and the browser's "online" event may both ask.
+    if (room.closed || !auth || room.connecting || room.socket) return;
+    room.connecting = true;
+    try {
+      await openSocket(room);
+    } finally {
+      room.connecting = false;
+    }
+  }
+
+  async function openSocket(room) {
     setStatus(room.attempt ? "reconnecting…" : "connecting…");
     let ticket;
     try {
@@ -373,9 +390,10 @@
       case "presence":
         room.online = new Map(data.users.map((u) => [u.id, u.username]));
         renderOnline(room);
+        checkNewest(room);
         break;
       case "message":
-        addMessage(data);
+        receiveMessage(room, data);
         clearTyping(room, data.user.username);
         break;
       case "join":
@@ -400,6 +418,69 @@
         break;
       default:
         break; // events this client does not know are ignored
+    }
+  }
+
+  // seq is gapless per room, so a message past lastSeq + 1 means some were skipped: a socket that
+  // resumes with since= gets at most the server's replay limit, then live messages.
+  function receiveMessage(room, message) {
+    const gap = room.lastSeq !== null && message.seq > room.lastSeq + 1;
+    if (gap) room.gaps.push({ after: room.lastSeq, before: message.seq });
+    addMessage(message);
+    if (gap) fillGaps(room);
+  }
+
+  // The room's newest message, once per connection: in a quiet room no live message would
+  // reveal a replay cut short.
+  async function checkNewest(room) {
+    let result;
+    try {
+      result = await api(`/messages/${encodeURIComponent(room.name)}?limit=1`);
+    } catch (e) {
+      return; // offline: the next message reveals any gap
+    }
+    if (room !== current || !result.ok) return;
+    for (const message of result.data) receiveMessage(room, message);
+  }
+
+  // One gap at a time, oldest first, a page at a time; live messages keep arriving meanwhile and
+  // every message is placed by seq, so the order holds whatever comes first.
+  async function fillGaps(room) {
+    if (room.filling) return;
+    room.filling = true;
+    clearTimeout(room.gapTimer);
+    try {
+      while (room === current && room.gaps.length) {
+        const gap = room.gaps[0];
+        while (room.bySeq.has(gap.after + 1)) gap.after += 1; // the replay may still be delivering it
+        if (gap.after + 1 >= gap.before) {
+          room.gaps.shift();
+          continue;
+        }
+        const page = await fetchGapPage(room, gap);
+        if (room !== current) return;
+        if (page === null) {
+          room.gapTimer = setTimeout(() => fillGaps(room), GAP_RETRY_MS);
+          return;
+        }
+        for (const message of page) addMessage(message);
+        if (page.length < GAP_PAGE) room.gaps.shift();
+        else gap.after = page[page.length - 1].seq;
+      }
+    } finally {
+      room.filling = false;
+    }
+  }
+
+  // The messages after gap.after and before gap.before, oldest first; null to try again later.
+  async function fetchGapPage(room, gap) {
+    const query = `after=${gap.after}&before=${gap.before}&limit=${GAP_PAGE}`;
+    try {
+      const result = await api(`/messages/${encodeURIComponent(room.name)}?${query}`);
+      if (result.ok) return result.data;
+      return result.status === 404 ? [] : null; // a room that is gone has nothing more to give
+    } catch (e) {
+      return null;
     }
   }
 
@@ -592,6 +673,7 @@
     $("message-input").addEventListener("input", onTypingInput);
     window.addEventListener("online", () => {
       if (current && !current.socket) {
+        clearTimeout(current.reconnectTimer); // connect now instead of at the end of the backoff
         current.attempt = 0;
         connect(current);
       }

@@ -41,7 +41,7 @@ def parse_since(raw: str | None) -> tuple[int | None, str | None]:
     if raw is None or raw == "":
         return None, None
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        return None, "since must be a non-negative integer."
+        return None, "since must be a non-negative integer of at most 18 digits."
     return int(raw), None
 
 

@@ -4,7 +4,6 @@ import logging
 from http import HTTPStatus
 
 from django.http import JsonResponse
-from django.urls import reverse
 from django.utils.deprecation import MiddlewareMixin
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
@@ -94,15 +93,16 @@ def _is_json(response) -> bool:
 
 
 class JsonErrorMiddleware(MiddlewareMixin):
-    """Answer every error outside the admin as JSON, whoever made the response.
+    """Answer every error as JSON, whoever made the response, the admin's included.
 
     Some errors never reach the handlers above: the CSRF failure page and a plain view's empty 405
     are HTML, and with DEBUG on Django answers an unknown path, a bad Host or a crash with its
-    technical pages (URL patterns, traceback, settings). The admin keeps its HTML pages.
+    technical pages (URL patterns, traceback, settings), in the admin as anywhere else. The admin's
+    own pages (forms, lists, its login) are 200s and redirects, and stay HTML.
     """
 
     def process_response(self, request, response):
-        if response.status_code < 400 or _is_json(response) or request.path.startswith(reverse("admin:index")):
+        if response.status_code < 400 or _is_json(response):
             return response
         replacement = error_response(response.status_code)
         for name, value in response.headers.items():  # Allow of a 405, Retry-After, WWW-Authenticate, ...

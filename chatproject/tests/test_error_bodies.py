@@ -96,13 +96,16 @@ def test_drf_errors_pass_through_untouched(client):
 
 
 @pytest.mark.django_db
-def test_the_admin_keeps_its_html_pages(settings, admin_client):
-    settings.DEBUG = True
+def test_the_admins_errors_are_json_too_and_its_pages_stay_html(settings, admin_client):
+    settings.DEBUG = True  # Django's technical 404 would list the URL patterns
 
-    response = admin_client.get("/admin/nowhere/")
+    missing = admin_client.get("/admin/nowhere/")
+    no_csrf = Client(enforce_csrf_checks=True).post("/admin/login/", {"username": "x", "password": "y"})
+    page = admin_client.get("/admin/")
 
-    assert response.status_code == 404
-    assert response.headers["Content-Type"].startswith("text/html")
+    assert (missing.status_code, missing.json()) == (404, {"detail": "Not found."})
+    assert (no_csrf.status_code, no_csrf.json()) == (403, {"detail": "Permission denied."})
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
 
 
 # --- real server processes -------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """WebSocket handshake checks: the browser origin, then the ticket or access token in the query string."""
 
+import json
 import logging
 import uuid
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlparse
 
 from channels.db import database_sync_to_async
 from channels.security.websocket import OriginValidator
@@ -17,16 +18,45 @@ CLOSE_UNAUTHENTICATED = 4001  # the room consumer closes with it when scope["use
 AUTH_UNAVAILABLE = "Authentication unavailable"  # scope["auth_refusal"]: the consumer closes with 4500
 
 
+ORIGIN_REFUSED = json.dumps({"detail": "Origin not allowed."}).encode()
+
+
 class OriginCheck(OriginValidator):
-    """ALLOWED_HOSTS origin check that lets clients without an Origin header (non-browsers) through."""
+    """ALLOWED_HOSTS origin check that lets clients without an Origin header (non-browsers) through.
+
+    A refused handshake is a 403 whose body is JSON, like every other error, where the server lets
+    the application write the response (ASGI's websocket.http.response extension: uvicorn); on
+    daphne it is the server's own empty 403.
+    """
 
     def __init__(self, application):
         super().__init__(application, settings.ALLOWED_HOSTS)
+
+    async def __call__(self, scope, receive, send):
+        if "websocket.http.response" in scope.get("extensions", {}) and not self.valid_origin(_origin(scope)):
+            await receive()  # websocket.connect
+            log_ws(scope, "ws.origin_refused", logging.WARNING, status=403)
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(ORIGIN_REFUSED)).encode())]
+            await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": ORIGIN_REFUSED})
+            return
+        await super().__call__(scope, receive, send)
 
     def valid_origin(self, parsed_origin) -> bool:
         if parsed_origin is None:
             return True
         return self.validate_origin(parsed_origin)
+
+
+def _origin(scope):
+    """The Origin header, parsed as channels' OriginValidator parses it (None when absent)."""
+    for name, value in scope.get("headers", []):
+        if name == b"origin":
+            try:
+                return urlparse(value.decode("latin1"))
+            except UnicodeDecodeError:
+                return None
+    return None
 
 
 @database_sync_to_async

@@ -65,7 +65,10 @@ async def get(handler, path: str) -> tuple[int, dict]:
     return response["status"], json.loads(response["body"])
 
 
-@pytest.mark.django_db(transaction=True)
+# Every transactional test of the suite restores the migrated data (serialized_rollback): one that did
+# not would let Django's post-migrate signal re-create the content types after its flush, and the next
+# serialized test, in whatever order the tests run, would fail to load them again.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_requests_run_on_a_request_thread_that_keeps_its_connection(handler):
     first = await get(handler, "/where")
     second = await get(handler, "/where")
@@ -84,12 +87,12 @@ def test_the_middleware_chain_is_one_synchronous_call(handler):
     assert not asyncio.iscoroutinefunction(handler._middleware_chain)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_an_async_view_still_answers(handler):
     assert await get(handler, "/async") == (200, {"async": True})
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_async_to_sync_in_a_view_runs_on_the_serving_event_loop(handler):
     # A view that publishes to the in-process channel layer must reach the loop its sockets live on.
     status, body = await get(handler, "/loop")
@@ -98,7 +101,7 @@ async def test_async_to_sync_in_a_view_runs_on_the_serving_event_loop(handler):
     assert body["loop"] == id(asyncio.get_running_loop())
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_an_error_in_a_view_is_a_json_500_and_the_next_request_is_served(handler):
     status, body = await get(handler, "/broken")
     assert status == 500
@@ -107,7 +110,7 @@ async def test_an_error_in_a_view_is_a_json_500_and_the_next_request_is_served(h
     assert (await get(handler, "/where"))[0] == 200
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_a_login_waiting_for_a_hashing_slot_leaves_the_request_threads_free(handler, settings):
     settings.PASSWORD_HASH_CONCURRENCY = 1
     slots = _hashing_slots(1)

@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import SERVER_NAME
+from tests.conftest import launch_server as start_server
 
 pytestmark = pytest.mark.server
 
@@ -134,7 +135,21 @@ def jwt_claims(token: str) -> dict:
 # --- two users in a room --------------------------------------------------------------------
 
 
-async def test_two_users_chat_and_each_message_arrives_once(server):
+@pytest.fixture(scope="module")
+def daphne_server(tmp_path_factory):
+    """daphne, kept working beside uvicorn (the suite's server unless CHAT_TEST_SERVER=daphne)."""
+    with start_server(tmp_path_factory.mktemp("daphne"), server_name="daphne") as running:
+        yield running
+
+
+@pytest.fixture(params=[SERVER_NAME, "daphne"])
+def either_server(request):
+    """The core of the protocol runs on both servers: the suite's, and daphne."""
+    return request.getfixturevalue("server" if request.param == SERVER_NAME else "daphne_server")
+
+
+async def test_two_users_chat_and_each_message_arrives_once(either_server):
+    server = either_server
     room = "general"
     alice, bob = server.new_user("alice"), server.new_user("bob")
     base = server.last_seq(alice.access_token, room)
@@ -168,7 +183,8 @@ async def test_two_users_chat_and_each_message_arrives_once(server):
         assert_member_event(await next_event(a), "leave", room, bob)
 
 
-async def test_reconnect_with_since_replays_exactly_the_missed_messages_then_live_ones(server):
+async def test_reconnect_with_since_replays_exactly_the_missed_messages_then_live_ones(either_server):
+    server = either_server
     room = "python"
     alice, bob = server.new_user("alice"), server.new_user("bob")
 
@@ -345,9 +361,8 @@ async def test_frame_over_64_kib_closes_1009_where_the_server_can_send_it_and_st
     await frame_over_64_kib_closes(server, 1009 if SERVER_NAME == "uvicorn" else 4009)
 
 
-async def test_frame_over_64_kib_closes_4009_on_daphne_and_stores_nothing(launch_server, tmp_path):
-    with launch_server(tmp_path, server_name="daphne") as server:  # autobahn refuses 1009 from the application
-        await frame_over_64_kib_closes(server, 4009)
+async def test_frame_over_64_kib_closes_4009_on_daphne_and_stores_nothing(daphne_server):
+    await frame_over_64_kib_closes(daphne_server, 4009)  # autobahn refuses 1009 from the application
 
 
 async def test_foreign_origin_is_refused_at_the_handshake(server):

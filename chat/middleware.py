@@ -6,7 +6,7 @@ import uuid
 from urllib.parse import parse_qs, urlparse
 
 from channels.db import database_sync_to_async
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 
 from accounts.tickets import ws_ticket_redeem
@@ -24,23 +24,28 @@ ORIGIN_REFUSED = json.dumps({"detail": "Origin not allowed."}).encode()
 class OriginCheck(OriginValidator):
     """ALLOWED_HOSTS origin check that lets clients without an Origin header (non-browsers) through.
 
-    A refused handshake is a 403 whose body is JSON, like every other error, where the server lets
-    the application write the response (ASGI's websocket.http.response extension: uvicorn); on
-    daphne it is the server's own empty 403.
+    A refused handshake is logged (`ws.origin_refused`) and answered 403. Its body is JSON, like every
+    other error, where the server lets the application write the response (ASGI's
+    websocket.http.response extension: uvicorn); daphne sends its own empty 403.
     """
 
     def __init__(self, application):
         super().__init__(application, settings.ALLOWED_HOSTS)
 
     async def __call__(self, scope, receive, send):
-        if "websocket.http.response" in scope.get("extensions", {}) and not self.valid_origin(_origin(scope)):
-            await receive()  # websocket.connect
-            log_ws(scope, "ws.origin_refused", logging.WARNING, status=403)
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(ORIGIN_REFUSED)).encode())]
-            await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": ORIGIN_REFUSED})
-            return
-        await super().__call__(scope, receive, send)
+        try:
+            allowed = self.valid_origin(_origin(scope))
+        except ValueError:  # an Origin that is no URL at all (http://[): refused, not a crash
+            allowed = False
+        if allowed:
+            return await self.application(scope, receive, send)
+        log_ws(scope, "ws.origin_refused", logging.WARNING, status=403)
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            return await WebsocketDenier()(scope, receive, send)
+        await receive()  # websocket.connect
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(ORIGIN_REFUSED)).encode())]
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": ORIGIN_REFUSED})
 
     def valid_origin(self, parsed_origin) -> bool:
         if parsed_origin is None:
@@ -49,14 +54,13 @@ class OriginCheck(OriginValidator):
 
 
 def _origin(scope):
-    """The Origin header, parsed as channels' OriginValidator parses it (None when absent)."""
+    """The Origin header, parsed (None when absent); the last one counts, as in channels' validator.
+    Raises ValueError for a value urlparse cannot take."""
+    parsed = None
     for name, value in scope.get("headers", []):
         if name == b"origin":
-            try:
-                return urlparse(value.decode("latin1"))
-            except UnicodeDecodeError:
-                return None
-    return None
+            parsed = urlparse(value.decode("latin1"))
+    return parsed
 
 
 @database_sync_to_async

@@ -151,13 +151,24 @@ async def open_with_origin(alice, origin: bytes | None) -> Communicator:
         b"http://localhost.evil.example",
         b"http://evil-localhost",
         b"null",
+        b"http://[",  # no URL at all: urlparse raises
+        b"http://evil.example:99999",  # a port out of range
     ],
 )
-async def test_a_browser_origin_outside_allowed_hosts_is_refused_at_the_handshake(alice, origin):
+async def test_a_browser_origin_outside_allowed_hosts_is_refused_at_the_handshake(alice, origin, caplog):
     communicator = await open_with_origin(alice, origin)
     connected, _ = await communicator.connect()
     assert connected is False
     assert await communicator.receive_nothing()
+    await communicator.disconnect()
+    assert [r.getMessage() for r in caplog.records if r.name == "chat.ws"] == ["ws.origin_refused"]
+
+
+async def test_the_last_origin_header_is_the_one_checked(alice):
+    headers = [(b"origin", b"http://localhost:8000"), (b"origin", b"http://evil.example")]
+    communicator = Communicator(application, f"/ws/general?token={AccessToken.for_user(alice)}", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected is False
     await communicator.disconnect()
 
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -204,6 +204,22 @@ async def test_unticking_active_in_the_user_form_bans_like_the_action_and_is_aud
     assert response.status_code == 302
     assert await sync_to_async(lambda: User.objects.get(pk=alice.pk).is_active)() is True
     assert await sync_to_async(audit)() == [("root", "ban", "user", "alice"), ("root", "unban", "user", "alice")]
+
+
+def test_the_user_form_leaves_active_alone_for_whoever_may_not_ban_that_user(alice):
+    editor = UserFactory(username="editor", is_staff=True)  # may edit users, may not ban
+    editor.user_permissions.add(*Permission.objects.filter(codename__in=["view_user", "change_user"]))
+    root = UserFactory(username="root", is_superuser=True, is_staff=True)
+    attempts = [(editor, alice), (root, root)]  # no ban permission; nobody bans themselves
+
+    for actor, target in attempts:
+        client = Client()
+        client.force_login(actor)
+        response = client.post(f"/admin/accounts/user/{target.pk}/change/", change_form(target, is_active=None))
+        assert response.status_code == 302
+
+    assert list(User.objects.filter(pk__in=[alice.pk, root.pk]).values_list("is_active", flat=True)) == [True, True]
+    assert audit() == []
 
 
 def test_a_moderator_cannot_ban_themselves_or_a_superuser(admin_client, moderator):

@@ -94,8 +94,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     await self.dispatch(await receive())
         finally:
             if not self.left:  # an error ended the socket: it leaves its room all the same, no ghost
-                with contextlib.suppress(Exception):
+                try:
                     await self.disconnect(None)
+                except Exception:
+                    logger.warning("socket ended by an error could not leave its room", exc_info=True)
 
     async def dispatch(self, message):
         # Channels closes stale database connections before every frame (a thread hop each); the

@@ -6,7 +6,8 @@ from django.db.models import Q
 
 # What a room's name can be (Room.name: a slug of at most 50 characters). Anything else names no
 # room, and is not sent to the database (PostgreSQL refuses text with a NUL in it).
-ROOM_NAME = re.compile(r"[-a-zA-Z0-9_]{1,50}")
+ROOM_NAME_PATTERN = r"[-a-zA-Z0-9_]{1,50}"
+ROOM_NAME = re.compile(ROOM_NAME_PATTERN)  # fullmatch it
 
 
 class Room(models.Model):

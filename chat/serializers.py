@@ -2,6 +2,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from accounts.serializers import UserSerializer
+from chat.models import ROOM_NAME_PATTERN
 from chat.services import CLIENT_ID_MAX_LENGTH
 from chatproject.fields import StrictCharField
 
@@ -50,7 +51,8 @@ class RoomSerializer(serializers.Serializer):
 class RoomCreateSerializer(serializers.Serializer):
     """Input of POST /rooms; checked by chat.services.room_create."""
 
-    name = serializers.RegexField(r"^[-a-zA-Z0-9_]{1,50}$", help_text="A slug: letters, digits, - and _.")
+    # The schema's pattern; chat.services.room_create checks the whole name (no trailing newline either).
+    name = serializers.RegexField(rf"^{ROOM_NAME_PATTERN}$", help_text="A slug: letters, digits, - and _.")
     title = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 

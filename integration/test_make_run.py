@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FIRST_START_SECONDS = 600  # a venv and its packages from pip's cache, on a loaded 2-core machine
 START_SECONDS = 120
 STOP_SECONDS = 20
+PORT_ATTEMPTS = 3
 PASSWORD = "correct-horse-9"
 
 pytestmark = pytest.mark.skipif(not (shutil.which("git") and shutil.which("make")), reason="needs git and make")
@@ -82,41 +83,55 @@ def tail(log: Path) -> str:
 
 @contextmanager
 def make_run(checkout: Path, log: Path, timeout: float) -> Iterator[str]:
-    """`make run` on a free port until the block ends; yields its base URL once /healthz answers 200."""
-    port = free_port()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            ["make", "run", f"PORT={port}"],
-            cwd=checkout,
-            env=new_shell_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # make, the server, and anything they started go together
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
+    """`make run` on a free port until the block ends; yields its base URL once /healthz answers 200.
+    A port taken between probing and binding is tried again on another."""
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                ["make", "run", f"PORT={port}"],
+                cwd=checkout,
+                env=new_shell_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # make, the server, and anything they started go together
+            )
+        try:
+            base = serving(process, port, log, timeout)
+            if base is not None:
+                yield base
+                return
+            if "Address already in use" not in tail(log) or attempt == PORT_ATTEMPTS - 1:
                 pytest.fail(f"make run exited with {process.returncode}:\n{tail(log)}")
-            try:
-                if call(base, "GET", "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"make run did not serve within {timeout:.0f} s:\n{tail(log)}")
-            time.sleep(0.5)
-        yield base
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        finally:
+            stop(process)
+
+
+def serving(process: subprocess.Popen, port: int, log: Path, timeout: float) -> str | None:
+    """The base URL once /healthz answers 200; None if make run exited first."""
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        try:
+            if call(base, "GET", "/healthz")[0] == 200:
+                return base
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"make run did not serve within {timeout:.0f} s:\n{tail(log)}")
+        time.sleep(0.5)
+    return None
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def walk_through(base: str) -> None:

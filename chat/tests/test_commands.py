@@ -161,6 +161,8 @@ def test_export_counts_the_room_only_for_a_progress_bar(three):
         (["general", "--since", "2024-02-30T10:00"], "--since must be a date"),
         (["general", "--since", "2024-02-30"], "--since must be a date"),
         (["general", "--since", "2024-13-01T25:00"], "--since must be a date"),
+        (["general", "--since", "0001-01-01T00:00+05:00"], "outside the years 1 to 9999"),
+        (["general", "--since", "9999-12-31T23:59-05:00"], "outside the years 1 to 9999"),
         (["general", "--output", "/nonexistent/dir/x.jsonl"], "Cannot write"),
     ],
 )

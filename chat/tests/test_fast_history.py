@@ -21,7 +21,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.tests.factories import UserFactory
 from accounts.tokens import token_pair_issue
-from chat.fast_history import FastHistory, render
+from chat.fast_history import FastHistory, render, room_for_active_user
 from chat.serializers import MessageListQuerySerializer
 from chat.tests.factories import RoomFactory, make_message
 from chat.tests.processes import run_python
@@ -347,6 +347,14 @@ async def test_a_fast_answer_logs_the_line_django_logs(servers, history, user, a
     assert {key: fast_line[key] for key in fields} == {key: django_line[key] for key in fields}
     assert fast_line["request_id"] == "trace-7"
     assert fast_line["user_id"] == user.pk
+
+
+@pytest.mark.parametrize("name", ["general\x00", "\x00", "général", "a" * 51, ""])
+def test_a_name_no_room_can_have_is_no_room_without_asking_the_database(name, django_assert_num_queries):
+    user = UserFactory()
+    with django_assert_num_queries(0):  # PostgreSQL would refuse the NUL: Django would then answer a 500
+        assert room_for_active_user(name=name, user_id=user.pk) is None
+    assert room_for_active_user(name="general", user_id=user.pk).name == "general"
 
 
 def test_render_gives_the_bytes_of_drfs_json_renderer():

@@ -421,8 +421,9 @@
     }
   }
 
-  // seq is gapless per room, so a message past lastSeq + 1 means some were skipped: a socket that
-  // resumes with since= gets at most the server's replay limit, then live messages.
+  // A message past lastSeq + 1 means some were skipped: a socket that resumes with since= gets at
+  // most the server's replay limit, then live messages. (A deleted message leaves a hole in seq too:
+  // its page comes back empty, and the gap is done.)
   function receiveMessage(room, message) {
     const gap = room.lastSeq !== null && message.seq > room.lastSeq + 1;
     if (gap) room.gaps.push({ after: room.lastSeq, before: message.seq });
@@ -472,13 +473,14 @@
     }
   }
 
-  // The messages after gap.after and before gap.before, oldest first; null to try again later.
+  // The messages after gap.after and before gap.before, oldest first; null to try again later (no
+  // network, 429, a server error); [] when asking again cannot help (the room is gone, a refusal).
   async function fetchGapPage(room, gap) {
     const query = `after=${gap.after}&before=${gap.before}&limit=${GAP_PAGE}`;
     try {
       const result = await api(`/messages/${encodeURIComponent(room.name)}?${query}`);
       if (result.ok) return result.data;
-      return result.status === 404 ? [] : null; // a room that is gone has nothing more to give
+      return result.status === 429 || result.status >= 500 ? null : [];
     } catch (e) {
       return null;
     }

@@ -3,11 +3,12 @@
 from django.core.management.base import CommandError
 
 from accounts.models import User
+from chat import selectors
 from chat.models import Room
 
 
 def room_or_error(name: str) -> Room:
-    room = Room.objects.filter(name=name).first()
+    room = selectors.room_get(name=name)
     if room is None:
         raise CommandError(f"Unknown room {name!r}.")
     return room

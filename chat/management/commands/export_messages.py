@@ -29,7 +29,10 @@ def parse_since(raw: str) -> datetime:
         moment = datetime.combine(day, time.min)
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment, UTC)
-    return moment
+    try:
+        return moment.astimezone(UTC)  # compared in UTC: a moment past either end of the calendar there fails here
+    except OverflowError:
+        raise CommandError(f"--since {raw!r} is outside the years 1 to 9999 in UTC.") from None
 
 
 class Progress:

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from accounts.models import User
-from accounts.services import user_ban, user_unban
+from accounts.services import user_ban, user_may_ban, user_unban
 
 
 @admin.register(User)
@@ -16,23 +16,15 @@ class UserAdmin(DjangoUserAdmin):
     def has_ban_permission(self, request) -> bool:
         return request.user.has_perm("accounts.ban_user")
 
-    def may_ban(self, request, user) -> bool:
-        """The ban rules, for the actions and the change form alike: the ban permission; nobody bans
-        themselves; only a superuser bans a superuser."""
-        actor = request.user
-        return (
-            self.has_ban_permission(request) and user.pk != actor.pk and (actor.is_superuser or not user.is_superuser)
-        )
-
     def get_readonly_fields(self, request, obj=None):
         readonly = super().get_readonly_fields(request, obj)
-        if obj is not None and not self.may_ban(request, obj):
+        if obj is not None and not user_may_ban(actor=request.user, user=obj):
             return (*readonly, "is_active")  # ticking it would ban or unban
         return readonly
 
     @admin.action(description="Ban selected users (close their sockets, revoke tokens)", permissions=["ban"])
     def ban_users(self, request, queryset):
-        banned = [user for user in queryset if self.may_ban(request, user)]
+        banned = [user for user in queryset if user_may_ban(actor=request.user, user=user)]
         for user in banned:
             user_ban(user=user, actor=request.user)
         skipped = len(queryset) - len(banned)

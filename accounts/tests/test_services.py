@@ -6,11 +6,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from django.contrib.auth.hashers import MD5PasswordHasher
+from django.contrib.auth.models import Permission
 from django.db import connection, connections
 from django.test import RequestFactory
 
 from accounts.models import User
-from accounts.services import user_login, user_register, username_is_taken
+from accounts.services import user_login, user_may_ban, user_register, username_is_taken
 from accounts.tests.factories import DEFAULT_PASSWORD, UserFactory
 
 WAIT_SECONDS = 10.0
@@ -160,3 +161,21 @@ def test_a_registration_queued_for_a_slot_gives_its_database_connection_back(set
 
     assert hashes_begun_while_queued == 1  # the login's: the registration was still waiting for the slot
     assert User.objects.get(username="bob").check_password(DEFAULT_PASSWORD)
+
+
+def test_who_may_ban_whom():
+    moderator = UserFactory(username="mod", is_staff=True)
+    moderator.user_permissions.add(Permission.objects.get(codename="ban_user"))
+    staff = UserFactory(username="staff", is_staff=True)  # no ban permission
+    root = UserFactory(username="root", is_staff=True, is_superuser=True)
+    alice = UserFactory(username="alice")
+    actors, targets = [moderator, staff, root], [moderator, staff, root, alice]
+
+    allowed = {
+        (actor.username, target.username)
+        for actor in actors
+        for target in targets
+        if user_may_ban(actor=User.objects.get(pk=actor.pk), user=target)  # fresh: permissions are cached
+    }
+
+    assert allowed == {("mod", "staff"), ("mod", "alice"), ("root", "mod"), ("root", "staff"), ("root", "alice")}

@@ -400,11 +400,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _replay(self, messages: list, last_seq: int) -> None:
         # Live delivery resumes after the room's newest message; a client more than
-        # CHAT_REPLAY_LIMIT behind pages the rest with GET /messages?after=. A since beyond
-        # the newest message (a client of a reset database) still gets every new message.
-        # What the hub delivered meanwhile waits in the backlog, behind the replay; the orderer
-        # drops what the replay already holds.
-        self.backlog.extendleft(("raw", None, (encode(message_event(m)), None)) for m in reversed(messages))
+        # CHAT_REPLAY_LIMIT behind is told so (replay_truncated, after the replay) and pages the
+        # rest with GET /messages?after=. A since beyond the newest message (a client of a reset
+        # database) still gets every new message. What the hub delivered meanwhile waits in the
+        # backlog, behind the replay; the orderer drops what the replay already holds.
+        replay = [encode(message_event(m)) for m in messages]
+        if len(messages) >= settings.CHAT_REPLAY_LIMIT and messages[-1].seq < last_seq:
+            cut = {"type": "replay_truncated", "room": self.room.name, "replayed_to": messages[-1].seq}
+            replay.append(encode({**cut, "last_seq": last_seq}))
+        self.backlog.extendleft(("raw", None, (text, None)) for text in reversed(replay))
         self.orderer = SeqOrderer(next_seq=last_seq + 1)
         await self._emit()
 

@@ -950,8 +950,13 @@ async def test_replay_is_capped_at_1000_oldest_first(sockets, alice, general):
     assert [(e["type"], e["seq"], e["content"]) for e in replayed] == [
         ("message", seq, f"m{seq}") for seq in range(1, 1001)
     ]
+    assert await receive(communicator) == truncated(replayed_to=1000, last_seq=1001)
     assert await receive(communicator) == member_event("join", alice)
     assert await silent(communicator)
+
+
+def truncated(*, replayed_to: int, last_seq: int, room: str = "general") -> dict:
+    return {"type": "replay_truncated", "room": room, "replayed_to": replayed_to, "last_seq": last_seq}
 
 
 async def test_replay_cap_follows_the_setting(sockets, alice, five_messages, settings):
@@ -959,14 +964,31 @@ async def test_replay_cap_follows_the_setting(sockets, alice, five_messages, set
 
     communicator = await connect(sockets, alice, since=1)
 
-    assert await receive_all(communicator, 5) == [
+    assert await receive_all(communicator, 6) == [
         presence_event(alice),
         *[message_event(m) for m in five_messages[1:4]],
+        truncated(replayed_to=4, last_seq=5),  # the client pages seq 5 with GET /messages?after=4
         member_event("join", alice),
     ]
-    # Live delivery goes on; a client this far behind pages the rest with GET /messages?after=.
+    # Live delivery goes on after the room's newest message.
     await communicator.send_to(text_data="live")
     assert await receive(communicator) == message_event(await get_message(content="live"))
+    assert await silent(communicator)
+
+
+@pytest.mark.parametrize("since", [2, 3])  # exactly the limit missed, and fewer
+async def test_a_replay_that_holds_every_missed_message_is_not_truncated(
+    sockets, alice, five_messages, settings, since
+):
+    settings.CHAT_REPLAY_LIMIT = 3
+
+    communicator = await connect(sockets, alice, since=since)
+
+    assert await receive_all(communicator, 5 - since + 2) == [
+        presence_event(alice),
+        *[message_event(m) for m in five_messages[since:]],
+        member_event("join", alice),
+    ]
     assert await silent(communicator)
 
 

@@ -390,7 +390,6 @@
       case "presence":
         room.online = new Map(data.users.map((u) => [u.id, u.username]));
         renderOnline(room);
-        checkNewest(room);
         break;
       case "message":
         receiveMessage(room, data);
@@ -409,6 +408,11 @@
       case "typing":
         showTyping(room, data.user.username);
         break;
+      case "replay_truncated":
+        // More was missed than the server replays: page the rest, up to the room's newest message then.
+        room.gaps.push({ after: data.replayed_to, before: data.last_seq + 1 });
+        fillGaps(room);
+        break;
       case "message_deleted":
         // The seq stays known, so a later replay cannot bring the message back.
         if (room.bySeq.has(data.seq)) room.bySeq.get(data.seq).remove();
@@ -421,27 +425,14 @@
     }
   }
 
-  // A message past lastSeq + 1 means some were skipped: a socket that resumes with since= gets at
-  // most the server's replay limit, then live messages. (A deleted message leaves a hole in seq too:
-  // its page comes back empty, and the gap is done.)
+  // A message past lastSeq + 1 means some were skipped: what a cut replay left out, should its
+  // replay_truncated event be missed. (A deleted message leaves a hole in seq too: its page comes
+  // back empty, and the gap is done.)
   function receiveMessage(room, message) {
     const gap = room.lastSeq !== null && message.seq > room.lastSeq + 1;
     if (gap) room.gaps.push({ after: room.lastSeq, before: message.seq });
     addMessage(message);
     if (gap) fillGaps(room);
-  }
-
-  // The room's newest message, once per connection: in a quiet room no live message would
-  // reveal a replay cut short.
-  async function checkNewest(room) {
-    let result;
-    try {
-      result = await api(`/messages/${encodeURIComponent(room.name)}?limit=1`);
-    } catch (e) {
-      return; // offline: the next message reveals any gap
-    }
-    if (room !== current || !result.ok) return;
-    for (const message of result.data) receiveMessage(room, message);
   }
 
   // One gap at a time, oldest first, a page at a time; live messages keep arriving meanwhile and

@@ -5,22 +5,18 @@ works against it; it works again in a row (same venv and database), and again af
 No environment reaches it but what a new shell has (PATH without this venv, HOME, pip's own settings).
 """
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import ServerProcess, free_port, wait_healthy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIRST_START_SECONDS = 600  # a venv and its packages from pip's cache, on a loaded 2-core machine
@@ -60,31 +56,10 @@ def new_shell_environment() -> dict[str, str]:
     return env
 
 
-def call(base: str, method: str, path: str, *, body=None, form=None, token=None) -> tuple[int, object]:
-    headers, data = {}, None
-    if body is not None:
-        headers["Content-Type"], data = "application/json", json.dumps(body).encode()
-    if form is not None:
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-        data = "&".join(f"{key}={value}" for key, value in form.items()).encode()
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(base + path, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
-    except urllib.error.HTTPError as refused:
-        return refused.code, json.loads(refused.read() or b"null")
-
-
-def tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-4000:]
-
-
 @contextmanager
-def make_run(checkout: Path, log: Path, timeout: float) -> Iterator[str]:
-    """`make run` on a free port until the block ends; yields its base URL once /healthz answers 200.
-    A port taken between probing and binding is tried again on another."""
+def make_run(checkout: Path, log: Path, timeout: float) -> Iterator[ServerProcess]:
+    """`make run` on a free port until the block ends, once /healthz answers 200 (tests/conftest.py's
+    client and wait). A port taken between probing and binding is tried again on another."""
     for attempt in range(PORT_ATTEMPTS):
         port = free_port()
         with log.open("wb") as output:
@@ -97,34 +72,19 @@ def make_run(checkout: Path, log: Path, timeout: float) -> Iterator[str]:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # make, the server, and anything they started go together
             )
+        server = ServerProcess(port=port, workdir=checkout, env={}, process=process, log_path=log)
         try:
-            base = serving(process, port, log, timeout)
-            if base is not None:
-                yield base
+            if wait_healthy(server, timeout):
+                yield server
                 return
-            if "Address already in use" not in tail(log) or attempt == PORT_ATTEMPTS - 1:
-                pytest.fail(f"make run exited with {process.returncode}:\n{tail(log)}")
+            if "Address already in use" not in server.log() or attempt == PORT_ATTEMPTS - 1:
+                pytest.fail(f"make run exited with {process.returncode}:\n{server.log()[-4000:]}")
         finally:
-            stop(process)
+            stop_group(process)
 
 
-def serving(process: subprocess.Popen, port: int, log: Path, timeout: float) -> str | None:
-    """The base URL once /healthz answers 200; None if make run exited first."""
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while process.poll() is None:
-        try:
-            if call(base, "GET", "/healthz")[0] == 200:
-                return base
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"make run did not serve within {timeout:.0f} s:\n{tail(log)}")
-        time.sleep(0.5)
-    return None
-
-
-def stop(process: subprocess.Popen) -> None:
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop make and the server it started: they share a process group."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -134,45 +94,46 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def walk_through(base: str) -> None:
+def walk_through(server: ServerProcess) -> None:
     """README, "Walk-through with curl": register, token, me, rooms, post, history."""
-    assert call(base, "POST", "/register", body={"username": "alice", "password": PASSWORD}) == (
-        201,
-        {"id": 1, "username": "alice"},
-    )
-    status, tokens = call(base, "POST", "/token", form={"username": "alice", "password": PASSWORD})
-    assert status == 200, tokens
-    token = tokens["access_token"]
-    status, me = call(base, "GET", "/users/me", token=token)
-    assert (status, me["id"], me["username"]) == (200, 1, "alice")
-    status, rooms = call(base, "GET", "/rooms")
-    assert status == 200 and {"name": "general", "title": "General", "online": 0} in rooms["rooms"], rooms
-    status, posted = call(base, "POST", "/messages/general", body={"content": "hello", "client_id": "c-1"}, token=token)
-    assert status == 201, posted
-    assert (posted["seq"], posted["content"], posted["client_id"], posted["user"]) == (
+    registered = server.post("/register", json_body={"username": "alice", "password": PASSWORD})
+    assert (registered.status, registered.json()) == (201, {"id": 1, "username": "alice"})
+    tokens = server.post("/token", form={"username": "alice", "password": PASSWORD})
+    assert tokens.status == 200, tokens.body
+    token = tokens.json()["access_token"]
+    me = server.get("/users/me", token=token)
+    assert (me.status, me.json()["id"], me.json()["username"]) == (200, 1, "alice")
+    rooms = server.get("/rooms")
+    assert rooms.status == 200 and {"name": "general", "title": "General", "online": 0} in rooms.json()["rooms"]
+    posted = server.post("/messages/general", json_body={"content": "hello", "client_id": "c-1"}, token=token)
+    assert posted.status == 201, posted.body
+    message = posted.json()
+    assert (message["seq"], message["content"], message["client_id"], message["user"]) == (
         1,
         "hello",
         "c-1",
         {"id": 1, "username": "alice"},
     )
-    assert call(base, "GET", "/messages/general?limit=20", token=token) == (200, [posted])
+    history = server.get("/messages/general?limit=20", token=token)
+    assert (history.status, history.json()) == (200, [message])
 
 
 def test_make_run_serves_from_nothing_twice_in_a_row_and_after_git_clean(tmp_path):
     checkout = copy_of_the_repository(tmp_path / "checkout")
 
-    with make_run(checkout, tmp_path / "first.log", FIRST_START_SECONDS) as base:
-        walk_through(base)
-        status, error = call(base, "GET", "/no-such-page")
-        assert (status, error) == (404, {"detail": "Not found."})  # DEBUG off: no debug page
+    with make_run(checkout, tmp_path / "first.log", FIRST_START_SECONDS) as server:
+        walk_through(server)
+        missing = server.get("/no-such-page")
+        assert (missing.status, missing.json()) == (404, {"detail": "Not found."})  # DEBUG off: no debug page
     assert (checkout / ".venv").is_dir() and (checkout / "db.sqlite3").is_file()
 
-    with make_run(checkout, tmp_path / "second.log", START_SECONDS) as base:  # the same venv and database
-        status, tokens = call(base, "POST", "/token", form={"username": "alice", "password": PASSWORD})
-        assert status == 200, tokens
-        assert call(base, "GET", "/messages/general", token=tokens["access_token"])[1][0]["content"] == "hello"
+    with make_run(checkout, tmp_path / "second.log", START_SECONDS) as server:  # the same venv and database
+        tokens = server.post("/token", form={"username": "alice", "password": PASSWORD})
+        assert tokens.status == 200, tokens.body
+        history = server.get("/messages/general", token=tokens.json()["access_token"])
+        assert [m["content"] for m in history.json()] == ["hello"]
 
     subprocess.run(["git", "clean", "-fdxq"], cwd=checkout, check=True)
     assert not (checkout / ".venv").exists() and not (checkout / "db.sqlite3").exists()
-    with make_run(checkout, tmp_path / "after-clean.log", FIRST_START_SECONDS) as base:
-        walk_through(base)  # a new database: alice registers again as user 1
+    with make_run(checkout, tmp_path / "after-clean.log", FIRST_START_SECONDS) as server:
+        walk_through(server)  # a new database: alice registers again as user 1

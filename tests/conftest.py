@@ -221,9 +221,9 @@ def server_env(workdir: Path, extra_env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _wait_healthy(server: ServerProcess) -> bool:
+def wait_healthy(server: ServerProcess, timeout: float = STARTUP_TIMEOUT_SECONDS) -> bool:
     """True once GET /healthz answers 200; False when the server exited first (e.g. port taken)."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             return False
@@ -232,7 +232,7 @@ def _wait_healthy(server: ServerProcess) -> bool:
                 return True
         time.sleep(0.1)
     _stop(server.process)
-    pytest.fail(f"server on port {server.port} not healthy within {STARTUP_TIMEOUT_SECONDS}s:\n{server.log()}")
+    pytest.fail(f"server on port {server.port} not healthy within {timeout:.0f}s:\n{server.log()[-4000:]}")
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -278,7 +278,7 @@ def launch_server(workdir: Path, *, server_name: str = SERVER_NAME, **extra_env:
                 stderr=subprocess.STDOUT,
             )
         server = ServerProcess(port=port, workdir=workdir, env=env, process=process, log_path=log_path)
-        if _wait_healthy(server):
+        if wait_healthy(server):
             break
         # The port picked may have been taken between probing and binding: try another one.
         if "Address already in use" not in server.log() or attempt == PORT_ATTEMPTS - 1:

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from accounts.models import User
-from accounts.services import user_ban, user_may_ban, user_unban
+from accounts.services import BAN_PERMISSION, user_ban, user_may_ban, user_unban
 
 
 @admin.register(User)
@@ -14,7 +14,7 @@ class UserAdmin(DjangoUserAdmin):
     actions = ("ban_users", "unban_users")
 
     def has_ban_permission(self, request) -> bool:
-        return request.user.has_perm("accounts.ban_user")
+        return request.user.has_perm(BAN_PERMISSION)
 
     def get_readonly_fields(self, request, obj=None):
         readonly = super().get_readonly_fields(request, obj)

@@ -85,10 +85,13 @@ def user_set_active(*, user: User, active: bool) -> User:
     return user
 
 
+BAN_PERMISSION = "accounts.ban_user"
+
+
 def user_may_ban(*, actor: User, user: User) -> bool:
     """Whether a moderator may ban (or unban) `user`: the ban permission; nobody bans themselves; only a
     superuser bans a superuser. An operator at the shell (ban_user) is not asked."""
-    return actor.has_perm("accounts.ban_user") and user.pk != actor.pk and (actor.is_superuser or not user.is_superuser)
+    return actor.has_perm(BAN_PERMISSION) and user.pk != actor.pk and (actor.is_superuser or not user.is_superuser)
 
 
 @transaction.atomic

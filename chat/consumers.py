@@ -14,7 +14,15 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chat import selectors, services
-from chat.events import encode, group_send, member_event, message_event, room_group, user_group
+from chat.events import (
+    encode,
+    group_send,
+    member_event,
+    message_event,
+    replay_truncated_event,
+    room_group,
+    user_group,
+)
 from chat.frames import direct_writer, event_frame, event_frames
 from chat.hub import hub
 from chat.logs import log_ws
@@ -406,8 +414,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # backlog, behind the replay; the orderer drops what the replay already holds.
         replay = [encode(message_event(m)) for m in messages]
         if len(messages) >= settings.CHAT_REPLAY_LIMIT and messages[-1].seq < last_seq:
-            cut = {"type": "replay_truncated", "room": self.room.name, "replayed_to": messages[-1].seq}
-            replay.append(encode({**cut, "last_seq": last_seq}))
+            cut = replay_truncated_event(room_name=self.room.name, replayed_to=messages[-1].seq, last_seq=last_seq)
+            replay.append(encode(cut))
         self.backlog.extendleft(("raw", None, (text, None)) for text in reversed(replay))
         self.orderer = SeqOrderer(next_seq=last_seq + 1)
         await self._emit()

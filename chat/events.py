@@ -127,6 +127,11 @@ def publish_messages(messages: list[Message]) -> list[bool]:
     return async_to_sync(apublish_messages)(messages)
 
 
+def replay_truncated_event(*, room_name: str, replayed_to: int, last_seq: int) -> dict:
+    """After a replay cut at CHAT_REPLAY_LIMIT: the client pages after `replayed_to` up to `last_seq`."""
+    return {"type": "replay_truncated", "room": room_name, "replayed_to": replayed_to, "last_seq": last_seq}
+
+
 def message_deleted_event(*, room_name: str, message_id: int, seq: int) -> dict:
     return {"type": "message_deleted", "room": room_name, "id": message_id, "seq": seq}
 

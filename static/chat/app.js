@@ -410,8 +410,7 @@
         break;
       case "replay_truncated":
         // More was missed than the server replays: page the rest, up to the room's newest message then.
-        room.gaps.push({ after: data.replayed_to, before: data.last_seq + 1 });
-        fillGaps(room);
+        addGap(room, data.replayed_to, data.last_seq + 1);
         break;
       case "message_deleted":
         // The seq stays known, so a later replay cannot bring the message back.
@@ -429,10 +428,15 @@
   // replay_truncated event be missed. (A deleted message leaves a hole in seq too: its page comes
   // back empty, and the gap is done.)
   function receiveMessage(room, message) {
-    const gap = room.lastSeq !== null && message.seq > room.lastSeq + 1;
-    if (gap) room.gaps.push({ after: room.lastSeq, before: message.seq });
+    const after = room.lastSeq;
     addMessage(message);
-    if (gap) fillGaps(room);
+    if (after !== null && message.seq > after + 1) addGap(room, after, message.seq);
+  }
+
+  // Page in the messages after `after` and before `before`.
+  function addGap(room, after, before) {
+    room.gaps.push({ after, before });
+    fillGaps(room);
   }
 
   // One gap at a time, oldest first, a page at a time; live messages keep arriving meanwhile and
@@ -444,7 +448,7 @@
     try {
       while (room === current && room.gaps.length) {
         const gap = room.gaps[0];
-        while (room.bySeq.has(gap.after + 1)) gap.after += 1; // the replay may still be delivering it
+        while (room.bySeq.has(gap.after + 1)) gap.after += 1; // already shown, live or by an earlier page
         if (gap.after + 1 >= gap.before) {
           room.gaps.shift();
           continue;

@@ -147,7 +147,8 @@ def publish_user_deactivated(*, user_id: int) -> bool:
     return _group_send(user_group(user_id), {"type": "user.deactivated"})
 
 
-async def publish_leave(*, room_id: int, room_name: str, user_id: int, username: str) -> None:
-    """Announce a departure noticed by presence expiry (the user's node died)."""
-    event = member_event("leave", room=room_name, user={"id": user_id, "username": username})
+async def publish_member(kind: str, *, room_id: int, room_name: str, user_id: int, username: str) -> None:
+    """Announce a `leave` noticed by presence expiry (the user's node died), or the `join` of a user
+    whose node refreshed them back after such a leave (it had stalled)."""
+    event = member_event(kind, room=room_name, user={"id": user_id, "username": username})
     await group_send(room_group(room_id), {"type": "chat.member", "text": encode(event)})

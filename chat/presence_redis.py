@@ -43,7 +43,10 @@ end
 return 0
 """
 
+# Returns 1 when the user was not in the room (swept out while this node was stalled, or Redis lost
+# its keys): the heartbeat puts them back, and their join must be announced again.
 _HEARTBEAT = """
+local absent = not redis.call('ZSCORE', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], 'GT', ARGV[1], ARGV[3])
@@ -51,7 +54,8 @@ redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[5])
 redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
-return 1
+if absent then return 1 end
+return 0
 """
 
 # Returns the ids of users whose every socket entry in the room has expired, removing them.
@@ -212,11 +216,18 @@ class RedisPresence:
                 logger.warning("presence: heartbeat failed", exc_info=True)
 
     async def beat(self) -> None:
-        """Refresh this node's sockets, then sweep expired users out of every room."""
+        """Refresh this node's sockets, then sweep expired users out of every room.
+
+        A user the refresh puts back into a room (this node stalled past the TTL and another node
+        announced their leave) is announced as joining again, so every client's list stays right.
+        """
+        from chat.events import publish_member
+
         client = self._redis()
         expires = time.time() + self.ttl
+        sockets = list(self._local.items())
         async with client.pipeline(transaction=False) as pipe:
-            for channel, (room_id, room_name, user_id, username) in list(self._local.items()):
+            for channel, (room_id, room_name, user_id, username) in sockets:
                 await self._heartbeat_script(
                     keys=[
                         self._sockets_key(room_id, user_id),
@@ -228,11 +239,15 @@ class RedisPresence:
                     args=[expires, channel, user_id, self.ttl * 2, username, room_id, room_name],
                     client=pipe,
                 )
-            await pipe.execute()
+            returned = await pipe.execute()
+        for (_, (room_id, room_name, user_id, username)), absent in zip(sockets, returned, strict=True):
+            if absent:
+                logger.info("presence: user %s back in room %s", user_id, room_name)
+                await publish_member("join", room_id=room_id, room_name=room_name, user_id=user_id, username=username)
         await self.sweep()
 
     async def sweep(self) -> None:
-        from chat.events import publish_leave
+        from chat.events import publish_member
 
         client = self._redis()
         rooms = await client.hgetall(self._rooms_key)
@@ -248,7 +263,8 @@ class RedisPresence:
             names = await client.hmget(self._names_key, gone)
             for uid, name in zip(gone, names, strict=True):
                 logger.info("presence: user %s timed out of room %s", int(uid), room_name.decode())
-                await publish_leave(
+                await publish_member(
+                    "leave",
                     room_id=int(room_id),
                     room_name=room_name.decode(),
                     user_id=int(uid),

@@ -1,6 +1,7 @@
 """RedisPresence against the machine's Redis, under a key prefix of its own per test."""
 
 import asyncio
+import contextlib
 import json
 import uuid
 
@@ -84,6 +85,39 @@ async def test_a_dead_nodes_users_expire_and_their_leave_is_announced_once(make_
     }
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(layer.receive(listener), 0.3)
+
+
+async def test_a_stalled_nodes_user_swept_out_is_announced_joining_when_its_heartbeat_returns(make_presence, settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    layer = channel_layers["default"]
+    listener = await layer.new_channel()
+    await layer.group_add("room.1", listener)
+
+    async def announced() -> list[dict]:
+        events = []
+        with contextlib.suppress(asyncio.TimeoutError):
+            while True:
+                event = json.loads((await asyncio.wait_for(layer.receive(listener), 0.3))["text"])
+                events.append({k: v for k, v in event.items() if k != "timestamp"})
+        return events
+
+    stalled, other = make_presence(ttl=1), make_presence(ttl=1)
+    await join(stalled, 7, "s-1", username="sleepy")
+    await join(stalled, 7, "s-2", username="sleepy")  # two sockets: still one join
+    stalled._heartbeat.cancel()  # the node stops (SIGSTOP, a long pause) but keeps its sockets
+    await asyncio.sleep(1.5)
+    await other.sweep()
+    sleepy = {"id": 7, "username": "sleepy"}
+    assert await announced() == [{"type": "leave", "room": "room1", "user": sleepy}]
+
+    await stalled.beat()  # it resumes: its sockets are back in the room, and so is the user
+    assert await other.users(room_id=1) == [sleepy]
+    assert await announced() == [{"type": "join", "room": "room1", "user": sleepy}]
+    await stalled.beat()  # present all along from here: nothing more to announce
+    assert await announced() == []
 
 
 async def test_heartbeat_keeps_a_live_socket_beyond_the_ttl(make_presence):

@@ -19,6 +19,8 @@ import weakref
 
 from channels.layers import get_channel_layer
 
+from chatproject.logs import no_log_context
+
 logger = logging.getLogger("chat.hub")
 RETRY_SECONDS = 1.0
 
@@ -59,8 +61,9 @@ class Hub:
         if self._reader is not None:
             return
         self._layer = get_channel_layer()
-        self._channel = await self._layer.new_channel(prefix="hub.")
-        self._reader = asyncio.create_task(self._read(), name="chat-hub")
+        with no_log_context():  # the layer's own receiving task is started here too
+            self._channel = await self._layer.new_channel(prefix="hub.")
+            self._reader = asyncio.create_task(self._read(), name="chat-hub")
 
     async def _read(self) -> None:
         while True:

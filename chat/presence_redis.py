@@ -16,6 +16,8 @@ import time
 import redis
 import redis.asyncio as aioredis
 
+from chatproject.logs import no_log_context
+
 logger = logging.getLogger("chat.presence")
 
 _CONNECT = """
@@ -123,7 +125,8 @@ class RedisPresence:
             self._sweep_script = self._client.register_script(_SWEEP)
             self._heartbeat = None
         if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = loop.create_task(self._beat_forever(), name="presence-heartbeat")
+            with no_log_context():
+                self._heartbeat = loop.create_task(self._beat_forever(), name="presence-heartbeat")
         return self._client
 
     # --- the interface ------------------------------------------------------------------

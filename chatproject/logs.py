@@ -90,6 +90,18 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
+@contextlib.contextmanager
+def no_log_context() -> Iterator[None]:
+    """Records logged inside the block carry no request or socket context, nor do tasks started in it:
+    a process-wide background task (the hub's reader, the presence heartbeat) would otherwise carry
+    the context of whichever socket happened to start it, long after that socket closed."""
+    token = _context.set(_NO_CONTEXT)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
 def context_fields() -> dict[str, Any]:
     """The bound context, callables resolved, fields without a value left out."""
     fields = {}
@@ -150,6 +162,20 @@ class PlainFormatter(logging.Formatter):
             pairs = " ".join(f"{key}={value}" for key, value in fields.items())
             line = f"{head} {pairs}{newline}{rest}"
         return redact(line)
+
+
+class RedisReconnectIsWarning(logging.Filter):
+    """channels_redis logs ERROR with a traceback whenever its pub/sub connection to Redis drops, and
+    then reconnects by itself (sockets heal from the database meanwhile): that is a WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        kind = record.exc_info[0] if record.exc_info else None
+        if record.levelno > logging.WARNING and kind and issubclass(kind, RedisConnectionError | RedisTimeoutError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def configure_logging(config: dict) -> None:

@@ -312,6 +312,7 @@ LOGGING = {
         "json": {"()": "chatproject.logs.JsonFormatter"},
         "plain": {"()": "chatproject.logs.PlainFormatter"},
     },
+    "filters": {"redis_reconnect": {"()": "chatproject.logs.RedisReconnectIsWarning"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
@@ -326,5 +327,6 @@ LOGGING = {
         # chat.http logs every request; 4xx warnings from Django would say it twice.
         "django.request": {"level": "ERROR"},
         "django.channels.server": {"level": "WARNING"},
+        "channels_redis.pubsub": {"filters": ["redis_reconnect"]},
     },
 }

@@ -1,12 +1,18 @@
 """chat.hub: one layer subscription per process and group, delivery to local members, slow members isolated."""
 
 import asyncio
+import logging
+import uuid
 
 import pytest
-from channels.layers import get_channel_layer
+import redis
+from channels.layers import channel_layers, get_channel_layer
 
 from chat.events import group_send
 from chat.hub import Hub, run_eagerly
+from chatproject.logs import context_fields, log_context
+
+REDIS_URL = "redis://127.0.0.1:6379/5"
 
 
 class Member:
@@ -136,3 +142,81 @@ async def test_run_eagerly_hands_a_waiting_coroutine_to_a_task_that_finishes_it(
     gate.set()
     await asyncio.wait_for(task, 5)
     assert done == [True]
+
+
+class ContextMember:
+    """Records the log context its deliveries run in."""
+
+    def __init__(self) -> None:
+        self.contexts: list[dict] = []
+
+    def deliver(self, message: dict) -> None:
+        self.contexts.append(context_fields())
+
+
+async def test_deliveries_do_not_carry_the_log_context_of_the_socket_that_started_the_hub(layer):
+    hub, member = Hub(), ContextMember()
+    with log_context(connection_id="the-first-socket", user_id=1):
+        await hub.subscribe("room.1", member)  # the first socket starts the hub's reader
+
+    await group_send("room.1", {"type": "chat.member", "text": "{}"})
+    await until(lambda: member.contexts)
+    assert member.contexts == [{}]
+
+
+class ContextRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, dict]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.levelname, context_fields()))
+
+
+@pytest.fixture
+def redis_pubsub_layer(settings):
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    name = f"test-hub-{uuid.uuid4().hex[:8]}"
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "client_name": name}], "prefix": name},
+        }
+    }
+    channel_layers.backends.clear()
+    yield name, client
+    channel_layers.backends.clear()
+
+
+async def test_a_dropped_redis_connection_that_the_layer_heals_is_a_warning_without_a_sockets_context(
+    redis_pubsub_layer,
+):
+    name, client = redis_pubsub_layer
+    records = ContextRecords()
+    logging.getLogger("channels_redis.pubsub").addHandler(records)
+    hub, member = Hub(), ContextMember()
+    try:
+        with log_context(connection_id="the-first-socket", user_id=1):
+            await hub.subscribe("room.1", member)
+        killed = 0
+        for entry in client.client_list():
+            if entry["name"] == name:
+                killed += client.client_kill_filter(_id=entry["id"])
+        assert killed  # the layer's connection, and only it, was dropped
+
+        await until(lambda: records.seen)
+        assert records.seen[0] == ("WARNING", {})
+        # Healed: the layer subscribes again and delivers.
+        async with asyncio.timeout(10):
+            while not member.contexts:
+                await group_send("room.1", {"type": "chat.member", "text": "{}"})
+                await asyncio.sleep(0.2)
+        assert member.contexts[0] == {}
+    finally:
+        logging.getLogger("channels_redis.pubsub").removeHandler(records)
+        await hub.unsubscribe("room.1", member)
+        await get_channel_layer().flush()

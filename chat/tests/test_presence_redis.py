@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from chat.presence_redis import RedisPresence
+from chatproject.logs import context_fields, log_context
 
 REDIS_URL = "redis://127.0.0.1:6379/5"
 
@@ -135,3 +136,19 @@ async def test_redis_down_answers_nobody_and_never_raises():
     assert await presence.users(room_id=1) == []
     assert await presence.disconnect(room_id=1, user_id=1, channel="x") is False
     assert presence.online_counts([1]) == {}
+
+
+async def test_the_heartbeat_does_not_carry_the_log_context_of_the_socket_that_started_it(make_presence):
+    node = make_presence(ttl=1)
+    contexts = []
+
+    async def beat() -> None:
+        contexts.append(context_fields())
+
+    node.beat = beat
+    with log_context(connection_id="the-first-socket", user_id=3):
+        await join(node, 3, "c3")  # the first socket starts the heartbeat
+    async with asyncio.timeout(5):
+        while not contexts:
+            await asyncio.sleep(0.05)
+    assert contexts[0] == {}

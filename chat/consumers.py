@@ -62,6 +62,23 @@ def parse_frame(text: str) -> dict:
     return frame if isinstance(frame, dict) else {"type": "message", "content": text}
 
 
+class ClientGone(Exception):
+    """A send found the connection already closed by the client: the socket ends, nothing failed."""
+
+
+def raising_client_gone(send):
+    """The ASGI `send`, raising ClientGone where the server raises an OSError (ASGI: a send on a
+    connection the client closed; uvicorn's ClientDisconnected)."""
+
+    async def checked(message):
+        try:
+            await send(message)
+        except OSError as exc:
+            raise ClientGone from exc
+
+    return checked
+
+
 class UnknownPathConsumer(AsyncWebsocketConsumer):
     """Any other WebSocket path: accepted, then closed like an unknown room."""
 
@@ -95,11 +112,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # layer), so frames are read in a plain loop.
         self.scope = scope
         self.channel_layer = None
-        self.base_send = send
+        self.asgi_send = send
+        self.base_send = raising_client_gone(send)
         try:
             with contextlib.suppress(StopConsumer):
                 while True:
                     await self.dispatch(await receive())
+        except ClientGone:  # e.g. closed while joining: an ordinary end, not an error
+            log_ws(self.scope, "ws.client_gone", reason="closed by the client while the server was sending")
         finally:
             if not self.left:  # an error ended the socket: it leaves its room all the same, no ghost
                 try:
@@ -126,7 +146,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.emitting = False
         self.user = self.scope.get("user")
         await self.accept()
-        self.write_frame = direct_writer(self.base_send)
+        self.write_frame = direct_writer(self.asgi_send)
         if self.user is None:
             if self.scope.get("auth_refusal") == AUTH_UNAVAILABLE:
                 await self.close_with(CLOSE_TRY_AGAIN, "authentication unavailable")
@@ -135,6 +155,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
             return
         try:
             await self._join()
+        except ClientGone:
+            raise
         except Exception:
             # A server-side outage, not the client's fault: say "try again", never 1011.
             await self.close_with(CLOSE_TRY_AGAIN, "could not join room", logging.ERROR, exc_info=True)

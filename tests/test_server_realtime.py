@@ -306,6 +306,39 @@ async def test_a_frame_sent_before_the_refusal_close_arrives_is_ignored(server, 
     assert "Traceback" not in server.log()
 
 
+async def test_clients_that_close_while_joining_end_quietly_and_leave_no_one_online(server):
+    hasty, watcher = server.new_user("hasty"), server.new_user("watcher")
+    logged_before = len(server.log())
+    for attempt in range(10):
+        # The handshake, then gone at once: the server's first sends find the connection closed.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        key = base64.b64encode(f"attempt-{attempt:08d}".encode()).decode()
+        writer.write(
+            (
+                f"GET /ws/frontend?token={hasty.access_token} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        # And a client that closes right after its handshake completed.
+        ws = await ws_connect(server, "frontend", hasty.access_token)
+        await ws.close()
+
+    async with asyncio.timeout(10):
+        while True:  # every one of those sockets has left the room
+            async with ws_connect(server, "frontend", watcher.access_token) as ws:
+                online = [user["username"] for user in (await next_event(ws))["users"]]
+            if hasty.username not in online:
+                break
+            await asyncio.sleep(0.2)
+    logged = server.log()[logged_before:]
+    assert '"level": "ERROR"' not in logged and "Traceback" not in logged
+    assert "ws.client_gone" in logged
+
+
 async def test_unknown_room_closes_4004(server):
     user = server.new_user("dave")
     assert await refusal_code(server, "no-such-room", user.access_token) == 4004

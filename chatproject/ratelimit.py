@@ -1,20 +1,18 @@
 """Fixed-window rate limits on Django's cache: shared across nodes on Redis, per process otherwise.
 
-A rate reads `<count>/<period>`, the period `s`, `min` or `h` with an optional number in front
-(`10/min`, `20/10s`, `1000/h`); `0` disables the limit.
+Rates are written as chatproject.rates reads them (`10/min`, `20/10s`, `1000/h`; `0` disables a limit).
 """
 
 import ipaddress
 import logging
 import math
-import re
 import time
 from collections import Counter
-from dataclasses import dataclass
 
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient, RedisSerializer
-from django.core.exceptions import ImproperlyConfigured
+
+from chatproject.rates import Rate, parse_rate  # noqa: F401  (imported from here by the callers)
 
 logger = logging.getLogger("chat.ratelimit")
 
@@ -22,30 +20,6 @@ logger = logging.getLogger("chat.ratelimit")
 # hangs costs one caller its timeout (REDIS_TIMEOUT_SECONDS), not every send while it is down.
 CACHE_PAUSE_SECONDS = 5.0
 _cache_paused_until = 0.0
-
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|min|h)\s*$")
-_UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600}
-
-
-@dataclass(frozen=True)
-class Rate:
-    count: int
-    seconds: int
-
-
-def parse_rate(text: str) -> Rate | None:
-    """Return the rate, or None when the limit is disabled ("0")."""
-    if text.strip() == "0":
-        return None
-    match = _RATE.match(text)
-    if not match:
-        raise ImproperlyConfigured(f"Bad rate {text!r}: use <count>/<period>, e.g. 10/min, 20/10s, 1000/h or 0.")
-    count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
-    if count == 0:
-        return None
-    if multiple == 0:
-        raise ImproperlyConfigured(f"Bad rate {text!r}: the period cannot be zero.")
-    return Rate(count=count, seconds=multiple * _UNIT_SECONDS[unit])
 
 
 class RateLimited(Exception):

@@ -15,6 +15,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from chatproject.rates import parse_rate
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -242,9 +244,16 @@ if CHAT_REPLAY_LIMIT < 1:
     raise ImproperlyConfigured("CHAT_REPLAY_LIMIT must be at least 1.")
 
 # --- Abuse limits (README, "Security") -------------------------------------------------------
-AUTH_RATE = env.str("AUTH_RATE", default="10/min")  # /register and /token, each, per client IP
-LOGIN_FAILURE_RATE = env.str("LOGIN_FAILURE_RATE", default="10/15min")  # failed logins per username
-CHAT_MESSAGE_RATE = env.str("CHAT_MESSAGE_RATE", default="20/10s")  # sends per user, every transport
+def _rate(name: str, default: str) -> str:
+    """The rate setting `name`, checked now: a bad one would fail every request that counts against it."""
+    text = env.str(name, default=default)
+    parse_rate(text, name=name)
+    return text
+
+
+AUTH_RATE = _rate("AUTH_RATE", "10/min")  # /register and /token, each, per client IP
+LOGIN_FAILURE_RATE = _rate("LOGIN_FAILURE_RATE", "10/15min")  # failed logins per username
+CHAT_MESSAGE_RATE = _rate("CHAT_MESSAGE_RATE", "20/10s")  # sends per user, every transport
 CHAT_MAX_CONNECTIONS_PER_USER = env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=20)  # 0: unlimited
 # Addresses (or networks) of proxies whose X-Forwarded-For is believed; empty: the socket's peer is the client.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])

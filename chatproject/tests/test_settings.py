@@ -33,6 +33,9 @@ print(json.dumps({
     "SIGNING_KEY_IS_SECRET_KEY": s.SIMPLE_JWT["SIGNING_KEY"] == s.SECRET_KEY,
     "CHAT_MAX_MESSAGE_LENGTH": s.CHAT_MAX_MESSAGE_LENGTH,
     "CHAT_REPLAY_LIMIT": s.CHAT_REPLAY_LIMIT,
+    "AUTH_RATE": s.AUTH_RATE,
+    "LOGIN_FAILURE_RATE": s.LOGIN_FAILURE_RATE,
+    "CHAT_MESSAGE_RATE": s.CHAT_MESSAGE_RATE,
     "SECURE_SSL_REDIRECT": s.SECURE_SSL_REDIRECT,
     "SECURE_HSTS_SECONDS": s.SECURE_HSTS_SECONDS,
     "SESSION_COOKIE_SECURE": s.SESSION_COOKIE_SECURE,
@@ -270,6 +273,27 @@ def test_the_replay_limit_is_read_and_must_be_at_least_one(dev_env):
         assert "ImproperlyConfigured: CHAT_REPLAY_LIMIT must be at least 1." in refused.stderr
 
 
+RATE_SETTINGS = ["AUTH_RATE", "LOGIN_FAILURE_RATE", "CHAT_MESSAGE_RATE"]
+RATE_FORMAT = "<count>/<period>, the period s, min or h with an optional number in front (10/min, 20/10s, 1000/h), or 0"
+
+
+@pytest.mark.parametrize("name", RATE_SETTINGS)
+@pytest.mark.parametrize("value", ["10/week", "abc", "", "10", "10/0s", "-1/min"])
+def test_a_malformed_rate_refuses_to_start_naming_the_setting_and_the_format(dev_env, name, value):
+    refused = run_settings({**dev_env, name: value})
+
+    assert refused.returncode != 0
+    [error] = [line for line in refused.stderr.splitlines() if line.startswith("django.core.exceptions.")]
+    assert error.startswith(f"django.core.exceptions.ImproperlyConfigured: Bad {name} {value!r}: ")
+    assert error.endswith(f"use {RATE_FORMAT}.")
+
+
+@pytest.mark.parametrize("name", RATE_SETTINGS)
+@pytest.mark.parametrize("value", ["10/min", "20/10s", "1000/h", " 5 / 2min ", "0", "0/s"])
+def test_a_well_formed_rate_is_read_as_written(dev_env, name, value):
+    assert load_settings({**dev_env, name: value})[name] == value
+
+
 def test_channel_layer_is_in_process_by_default(dev_env):
     assert load_settings(dev_env)["CHANNEL_LAYERS"] == {
         "default": {
@@ -290,3 +314,9 @@ def test_redis_url_selects_the_redis_pubsub_channel_layer_under_the_prefix(dev_e
             "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": "blue:asgi"},
         }
     }
+
+
+def test_rates_default_to_the_documented_ones(dev_env):
+    loaded = load_settings(dev_env)
+
+    assert [loaded[name] for name in RATE_SETTINGS] == ["10/min", "10/15min", "20/10s"]

@@ -13,7 +13,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import selectors, services
+from chat import deactivation, selectors, services
 from chat.events import (
     encode,
     group_send,
@@ -178,6 +178,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             self.groups_followed.append(group)
             await hub().subscribe(group, self)
         self.room = room
+        deactivation.watch()
         me = {"id": self.user.pk, "username": self.user.username}
         first = await presence.connect(
             room_id=room.pk, room_name=room.name, user_id=me["id"], username=me["username"], channel=self.socket_id
@@ -257,6 +258,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
         except services.MessageRejected as exc:
             await self.send_error(exc.code, exc.detail, client_id, **exc.extra)
+            return
+        except services.PosterDeactivated:  # banned, and the ban's close did not reach this socket
+            await self.close_with(CLOSE_DEACTIVATED, "user deactivated")
             return
         except RateLimited as exc:
             await self.send_error(

@@ -19,8 +19,11 @@ def room_group(room_id: int) -> str:
     return f"room.{room_id}"
 
 
+USER_GROUP_PREFIX = "user."
+
+
 def user_group(user_id: int) -> str:
-    return f"user.{user_id}"
+    return f"{USER_GROUP_PREFIX}{user_id}"
 
 
 def user_payload(user) -> dict:

@@ -57,6 +57,10 @@ class Hub:
             except Exception:
                 logger.warning("channel layer unavailable while leaving %s", group, exc_info=True)
 
+    def groups(self, prefix: str) -> list[str]:
+        """The groups whose name starts with `prefix` that some socket of this process follows."""
+        return [group for group in self._groups if group.startswith(prefix)]
+
     async def _start(self) -> None:
         if self._reader is not None:
             return

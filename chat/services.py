@@ -34,6 +34,11 @@ class MessageForbidden(MessageRejected):
     """The sender may not post here now (muted, or the room is archived): REST 403."""
 
 
+class PosterDeactivated(Exception):
+    """The sender was banned (deactivated) after their token or socket was accepted: nothing is stored.
+    Their socket closes with 4003; REST answers as for any request of an inactive user (401)."""
+
+
 def is_storable_text(text: str) -> bool:
     # NUL and lone surrogates (from JSON escapes such as "\ud800") cannot be stored as text.
     if "\x00" in text:
@@ -225,14 +230,15 @@ def _mute_ends(muted: set[tuple[int, int]], now: datetime) -> dict[tuple[int, in
     return ends
 
 
-ROOM, REPEAT, MUTE = 0, 1, 2  # what a row of _read_batch's statement answers
+ROOM, REPEAT, MUTE, DEACTIVATED = 0, 1, 2, 3  # what a row of _read_batch's statement answers
 
 
-def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict, dict, dict]:
-    """Lock the batch's rooms and read what it must know, in one statement (one round trip, not three).
+def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict, dict, dict, set]:
+    """Lock the batch's rooms and read what it must know, in one statement (one round trip, not four).
 
     Returns {room id: (last_seq, archived)}, the stored repeats of the batch's client_ids
-    ({(user, room, client_id): Message}), and the running mutes' ends ({(user, room): until}).
+    ({(user, room, client_id): Message}), the running mutes' ends ({(user, room): until}), and the
+    ids of senders banned since their socket or token was accepted.
     The rooms' rows are locked in id order (batches never deadlock); the locks serialise writers
     of a room, so seq follows commit order. SQLite has no row locks; its IMMEDIATE transaction
     already holds the database's write lock. A repeat stored meanwhile by another process's
@@ -266,15 +272,20 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
         f"SELECT {MUTE}, m.user_id, m.room_id, 0, NULL FROM {sql.table(Mute)} m JOIN posters p "
         "ON m.user_id = p.user_id AND m.room_id = p.room_id WHERE m.until > %s"
     )
+    parts.append(
+        f"SELECT {DEACTIVATED}, u.id, 0, 0, NULL FROM {sql.table(User)} u "
+        "WHERE u.id IN (SELECT user_id FROM posters) AND NOT u.is_active"
+    )
     rows = sql.rows(f"WITH {', '.join(tables)} {' UNION ALL '.join(parts)}", params, server_binding=arrays)
     rooms = {row[1]: (row[2], bool(row[3])) for row in rows if row[0] == ROOM}
     repeats = _stored_repeats(keys, [row[1:] for row in rows if row[0] == REPEAT])
     muted = {(row[1], row[2]) for row in rows if row[0] == MUTE}
-    return rooms, repeats, _mute_ends(muted, now)
+    deactivated = {row[1] for row in rows if row[0] == DEACTIVATED}
+    return rooms, repeats, _mute_ends(muted, now), deactivated
 
 
 def _store(requests: list[MessageRequest], valid: list[int], outcomes: list, rated: dict) -> list[MessageResult]:
-    rooms, existing, mutes = _read_batch(requests, valid)
+    rooms, existing, mutes, deactivated = _read_batch(requests, valid)
     # First what refuses a request on its own, then the rate (one cache round trip for the batch),
     # then the seqs, in the requests' order.
     postable, first_of_key, repeats_in_batch = [], {}, []
@@ -283,6 +294,8 @@ def _store(requests: list[MessageRequest], valid: list[int], outcomes: list, rat
         room_id, key = request.room.pk, _key(request)
         if room_id not in rooms:
             outcomes[index] = Room.DoesNotExist(f"Room {room_id} no longer exists.")
+        elif request.user.pk in deactivated:
+            outcomes[index] = PosterDeactivated(f"User {request.user.pk} is deactivated.")
         elif key in existing:
             outcomes[index] = MessageResult(existing[key], created=False)
         elif key in first_of_key:  # the same client_id twice in one batch: the second is a repeat

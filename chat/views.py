@@ -4,6 +4,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import AuthenticationFailed
 
 from chat import health, selectors, services
 from chat.events import message_payload, message_payload_from_row
@@ -123,6 +124,8 @@ class MessagesView(APIView):
             return Response({"detail": exc.detail, "code": exc.code, **exc.extra}, status=status.HTTP_403_FORBIDDEN)
         except services.MessageRejected as exc:
             raise ValidationError({exc.field: [exc.detail]}) from exc
+        except services.PosterDeactivated as exc:  # banned while this request ran: as the next request would be
+            raise AuthenticationFailed("User is inactive", code="user_inactive") from exc
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(message_payload(result.message), status=code)
 

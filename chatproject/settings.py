@@ -242,6 +242,11 @@ CHAT_MAX_FRAME_BYTES = 64 * 1024
 CHAT_REPLAY_LIMIT = env.int("CHAT_REPLAY_LIMIT", default=1000)
 if CHAT_REPLAY_LIMIT < 1:
     raise ImproperlyConfigured("CHAT_REPLAY_LIMIT must be at least 1.")
+# How often each server process checks whether users of its open sockets were banned, in case the
+# ban's broadcast did not reach it (chat/deactivation.py).
+CHAT_DEACTIVATION_CHECK_SECONDS = env.float("CHAT_DEACTIVATION_CHECK_SECONDS", default=10.0)
+if CHAT_DEACTIVATION_CHECK_SECONDS <= 0:
+    raise ImproperlyConfigured("CHAT_DEACTIVATION_CHECK_SECONDS must be more than 0.")
 
 # --- Abuse limits (README, "Security") -------------------------------------------------------
 def _rate(name: str, default: str) -> str:

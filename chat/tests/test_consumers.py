@@ -20,6 +20,7 @@ from django.db import transaction
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from accounts.models import User
 from accounts.services import user_set_active
 from chat import events
 from chat.consumers import RoomConsumer
@@ -404,6 +405,41 @@ async def test_deactivation_closes_every_socket_of_the_user_4003_within_2s(socke
     assert await receive(bystander) == member_event("leave", alice)
     await bystander.send_to(text_data="still open")
     assert await receive(bystander) == message_event(await get_message(content="still open"))
+
+
+def ban_without_broadcast(user) -> None:
+    """The ban is committed but its broadcast reaches no socket (Redis down, a command on another layer)."""
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+
+async def test_a_banned_users_send_closes_their_socket_4003_and_stores_nothing_when_the_ban_was_not_heard(
+    sockets, alice, bob, settings
+):
+    settings.CHAT_DEACTIVATION_CHECK_SECONDS = 60  # not the periodic check: the send itself
+    banned = await enter(sockets, alice)
+    bystander = await enter(sockets, bob)
+    assert await receive(banned) == member_event("join", bob)
+    await sync_to_async(ban_without_broadcast)(alice)
+
+    await banned.send_to(text_data="still talking")
+
+    assert await banned.receive_output() == CLOSE_DEACTIVATED
+    assert await sync_to_async(Message.objects.count)() == 0
+    assert await silent(bystander)
+
+
+async def test_the_sockets_of_a_user_banned_unheard_close_4003_at_the_next_check(sockets, alice, bob, settings):
+    settings.CHAT_DEACTIVATION_CHECK_SECONDS = 0.2
+    first_tab = await enter(sockets, alice)
+    other_room = await enter(sockets, alice, "python")
+    bystander = await enter(sockets, bob)
+    assert await receive(first_tab) == member_event("join", bob)
+
+    await sync_to_async(ban_without_broadcast)(alice)
+
+    for communicator in (first_tab, other_room):
+        assert await communicator.receive_output(timeout=3) == CLOSE_DEACTIVATED
+    assert await silent(bystander)
 
 
 async def test_a_socket_ended_by_an_error_still_leaves_its_room(sockets, alice, bob, monkeypatch):

@@ -11,6 +11,7 @@ from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from accounts.models import User
 from accounts.tests.factories import UserFactory
 from chat import services
 from chat.events import apublish_messages, encode, message_event, room_group
@@ -542,6 +543,23 @@ def test_a_muted_user_is_refused_with_the_end_time_until_the_mute_ends(general, 
     assert (refused.value.code, refused.value.extra) == ("muted", {"until": until.astimezone(UTC).isoformat()})
     Mute.objects.update(until=timezone.now() - timedelta(seconds=1))
     assert message_create(room=general, user=user, content="hi").created is True
+
+
+@pytest.mark.django_db
+def test_a_sender_banned_after_their_token_was_accepted_is_refused_and_nothing_is_stored(general, user):
+    other_user = UserFactory()
+    User.objects.filter(pk=user.pk).update(is_active=False)  # `user` still says active, as a socket's copy would
+
+    outcomes = services.message_create_many(
+        [
+            services.MessageRequest(room=general, user=user, content="banned"),
+            services.MessageRequest(room=general, user=other_user, content="fine"),
+        ]
+    )
+
+    assert isinstance(outcomes[0], services.PosterDeactivated)
+    assert outcomes[1].message.seq == 1
+    assert list(Message.objects.values_list("content", "seq")) == [("fine", 1)]
 
 
 @pytest.mark.django_db

@@ -272,6 +272,18 @@ def test_post_message_answers_201_with_the_message_object(auth_client, general, 
     assert datetime.fromisoformat(response.json()["timestamp"]).utcoffset() == timedelta(0)
 
 
+def test_post_message_by_a_user_banned_while_the_request_ran_answers_401_and_stores_nothing(api_client, general, user):
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    api_client.force_authenticate(user=user)  # accepted as active, as a request under way was
+
+    response = api_client.post("/messages/general", {"content": "hi"}, format="json")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+    assert response.json() == {"detail": "User is inactive", "code": "user_inactive"}
+    assert Message.objects.count() == 0
+
+
 def test_post_message_without_client_id_has_null_client_id(auth_client, general):
     response = auth_client.post("/messages/general", {"content": "hello"}, format="json")
 

@@ -248,6 +248,7 @@ CHAT_DEACTIVATION_CHECK_SECONDS = env.float("CHAT_DEACTIVATION_CHECK_SECONDS", d
 if CHAT_DEACTIVATION_CHECK_SECONDS <= 0:
     raise ImproperlyConfigured("CHAT_DEACTIVATION_CHECK_SECONDS must be more than 0.")
 
+
 # --- Abuse limits (README, "Security") -------------------------------------------------------
 def _rate(name: str, default: str) -> str:
     """The rate setting `name`, checked now: a bad one would fail every request that counts against it."""
@@ -306,11 +307,21 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    # ".example.com" in ALLOWED_HOSTS means the domain and its subdomains: "https://*.example.com".
-    CSRF_TRUSTED_ORIGINS = env.list(
-        "DJANGO_CSRF_TRUSTED_ORIGINS",
-        default=[f"https://*{host}" if host.startswith(".") else f"https://{host}" for host in ALLOWED_HOSTS],
-    )
+
+
+def _trusted_origin(value: str) -> str:
+    """An origin as written (with its scheme), or a host served over HTTPS: ".example.com" means the
+    domain and its subdomains, "https://*.example.com", as in ALLOWED_HOSTS."""
+    if "://" in value:
+        return value
+    return f"https://*{value}" if value.startswith(".") else f"https://{value}"
+
+
+# In every environment; by default, in production, each allowed host over HTTPS.
+CSRF_TRUSTED_ORIGINS = [
+    _trusted_origin(value)
+    for value in env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=ALLOWED_HOSTS if PRODUCTION else [])
+]
 
 # --- Logging --------------------------------------------------------------------------------
 # One JSON object per line on stderr (LOG_FORMAT=plain for people at a terminal), every string

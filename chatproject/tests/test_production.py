@@ -131,6 +131,29 @@ def test_csrf_trusted_origins_are_read(prod_env):
     assert result.stdout.strip() == "['https://chat.example.com', 'https://admin.example.com']"
 
 
+@pytest.mark.parametrize("production", [True, False], ids=["production", "development"])
+def test_explicit_csrf_trusted_origins_take_hosts_like_the_default_and_keep_schemes(prod_env, production):
+    env = {**prod_env, "DJANGO_CSRF_TRUSTED_ORIGINS": ".example.com,chat.example.org,http://localhost:8000"}
+    if not production:
+        del env["DJANGO_ENV"]
+
+    result = setting("CSRF_TRUSTED_ORIGINS", env)
+    check = manage("check", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['https://*.example.com', 'https://chat.example.org', 'http://localhost:8000']"
+    assert check.returncode == 0, check.stdout + check.stderr  # Django's 4_0.E001: an origin needs its scheme
+
+
+def test_csrf_trusted_origins_are_empty_by_default_outside_production(prod_env):
+    env = {name: value for name, value in prod_env.items() if name != "DJANGO_ENV"}
+
+    result = setting("CSRF_TRUSTED_ORIGINS", env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_static_root_is_read(prod_env, tmp_path):
     result = setting("STATIC_ROOT", {**prod_env, "DJANGO_STATIC_ROOT": str(tmp_path / "collected")})
 

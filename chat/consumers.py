@@ -53,11 +53,17 @@ def parse_since(raw: str | None) -> tuple[int | None, str | None]:
     return int(raw), None
 
 
-def parse_frame(text: str) -> dict:
-    """A JSON object is a command; any other text is the content of a message."""
+def parse_frame(text: str) -> dict | None:
+    """A JSON object is a command; any other text is the content of a message. None: a JSON object
+    the decoder cannot take (nested too deeply, or an integer over Python's 4,300 digits), which is
+    neither a command nor meant as a message."""
     try:
         frame = json.loads(text)
-    except (ValueError, RecursionError):
+    except json.JSONDecodeError:  # not JSON
+        frame = None
+    except (ValueError, RecursionError):  # JSON, but too deep or with too long a number
+        if text.lstrip(" \t\r\n").startswith("{"):
+            return None
         frame = None
     return frame if isinstance(frame, dict) else {"type": "message", "content": text}
 
@@ -229,6 +235,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.send_error("bad_request", "Binary frames are not supported; send JSON text.")
             return
         frame = parse_frame(text_data)
+        if frame is None:
+            await self.send_error("bad_request", "This JSON object is nested too deeply or holds too long a number.")
+            return
         kind = frame.get("type")
         if kind == "message":
             await self._message(frame)

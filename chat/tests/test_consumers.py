@@ -666,7 +666,17 @@ async def test_message_of_exactly_the_maximum_length_is_accepted(sockets, alice)
 
 @pytest.mark.parametrize(
     "frame",
-    ["hello there", '["a", 1]', '"a json string"', "42", "null", "true", "{not json", "  padded  "],
+    [
+        "hello there",
+        '["a", 1]',
+        '"a json string"',
+        "42",
+        "null",
+        "true",
+        "{not json",
+        "  padded  ",
+        "[" * 1500 + "]" * 1500,  # an array too deep for the decoder is still not an object
+    ],
 )
 async def test_a_text_frame_that_is_not_a_json_object_is_the_content_of_a_message(sockets, alice, bob, frame):
     sender = await enter(sockets, alice)
@@ -745,6 +755,29 @@ async def test_bad_frame_gets_an_error_stores_nothing_and_the_socket_stays_open(
     [message] = await stored()
     assert event == message_event(message)
     assert await receive(listener) == message_event(message)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "typing", "x": ' + "[" * 1500 + "]" * 1500 + "}",
+        ' \n {"type": "message", "content": "hello", "x": ' + "[" * 1500 + "]" * 1500 + "}",
+        '{"type": "message", "content": "hello", "n": ' + "9" * 4400 + "}",
+    ],
+    ids=["deep-typing", "deep-message-after-whitespace", "long-number"],
+)
+async def test_a_json_object_too_deep_or_with_too_long_a_number_is_refused_not_stored_as_text(
+    sockets, alice, bob, text
+):
+    sender = await enter(sockets, alice)
+    listener = await enter(sockets, bob)
+    assert await receive(sender) == member_event("join", bob)
+
+    await sender.send_to(text_data=text)
+
+    assert await receive(sender) == error_event("bad_request")
+    assert await silent(sender, listener)
+    assert await stored() == []
 
 
 @pytest.mark.parametrize(

@@ -42,8 +42,9 @@ _SECRET_PARAM = re.compile(
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-# Extras that Django attaches but which say nothing a request_id does not: the HttpRequest object.
-_SKIPPED_EXTRAS = frozenset({"request"})
+# Extras that say nothing the line does not: Django's HttpRequest object (the request_id names the
+# request), and uvicorn's `color_message`, the event again with ANSI colour codes for a terminal.
+_SKIPPED_EXTRAS = frozenset({"request", "color_message"})
 
 _NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("log_context", default=_NO_CONTEXT)
@@ -175,6 +176,19 @@ class RedisReconnectIsWarning(logging.Filter):
         kind = record.exc_info[0] if record.exc_info else None
         if record.levelno > logging.WARNING and kind and issubclass(kind, RedisConnectionError | RedisTimeoutError):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+class ClientMistakeIsWarning(logging.Filter):
+    """Django logs ERROR with a traceback when it refuses a request as suspicious (a Host header not in
+    ALLOWED_HOSTS, a body over DATA_UPLOAD_MAX_MEMORY_SIZE, too many fields or files) and answers 400:
+    a client's mistake or probe, not a fault of the server. That is a WARNING; the traceback, always the
+    same path through Django, says nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
         return True
 
 

@@ -337,7 +337,10 @@ LOGGING = {
         "json": {"()": "chatproject.logs.JsonFormatter"},
         "plain": {"()": "chatproject.logs.PlainFormatter"},
     },
-    "filters": {"redis_reconnect": {"()": "chatproject.logs.RedisReconnectIsWarning"}},
+    "filters": {
+        "redis_reconnect": {"()": "chatproject.logs.RedisReconnectIsWarning"},
+        "client_mistake": {"()": "chatproject.logs.ClientMistakeIsWarning"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
@@ -353,5 +356,10 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
         "django.channels.server": {"level": "WARNING"},
         "channels_redis.pubsub": {"filters": ["redis_reconnect"]},
+        # Requests Django refuses with a 400 as suspicious: the client's doing (README, "Logging").
+        **{
+            f"django.security.{name}": {"filters": ["client_mistake"]}
+            for name in ("DisallowedHost", "RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent")
+        },
     },
 }

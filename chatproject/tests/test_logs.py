@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatproject.logs import JsonFormatter, PlainFormatter, log_context, redact, redact_uri
+from tests.conftest import SERVER_NAME, launch_server
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 SIGNATURE = "mN3vQ8pX2rT5wY7zA1bC4dE6fG9hJ0kL-_s2u4w6y8A"
@@ -159,6 +160,28 @@ def test_the_json_formatter_leaves_out_djangos_request_object():
     }
 
 
+def uvicorn_record() -> logging.LogRecord:
+    """A record as uvicorn logs it: the event again in ANSI colours for a terminal, as an extra."""
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "Started server process [%d]", (7,), None)
+    record.color_message = "Started server process [\x1b[36m%d\x1b[0m]"
+    return record
+
+
+def test_the_json_formatter_leaves_out_uvicorns_colour_codes():
+    assert without_time(json.loads(JsonFormatter().format(uvicorn_record()))) == {
+        "level": "INFO",
+        "logger": "uvicorn.error",
+        "event": "Started server process [7]",
+    }
+
+
+def test_the_plain_formatter_leaves_out_uvicorns_colour_codes():
+    line = PlainFormatter().format(uvicorn_record())
+
+    assert line.endswith(" INFO uvicorn.error Started server process [7]"), line
+    assert "\x1b" not in line
+
+
 LOG_FROM_DJANGO = f"""
 import logging, warnings
 import django
@@ -209,3 +232,65 @@ def test_log_format_plain_and_log_level_come_from_the_environment(tmp_path):
     assert " DEBUG chat hidden below LOG_LEVEL" in result.stderr
     assert not result.stderr.lstrip().startswith("{")
     assert SIGNATURE not in result.stderr
+
+
+# --- a real server process ------------------------------------------------------------------
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+# Requests Django refuses as suspicious, each answered 400: the logger it names, the request.
+CLIENT_MISTAKES = [
+    pytest.param("django.security.DisallowedHost", "GET", "/rooms", {"Host": "evil.example"}, None, id="bad-host"),
+    pytest.param(
+        "django.security.RequestDataTooBig", "POST", "/register", FORM, b"x" * (3 * 1024 * 1024), id="body-too-big"
+    ),
+    pytest.param(
+        "django.security.TooManyFieldsSent",
+        "POST",
+        "/token",
+        FORM,
+        "&".join(f"f{n}=1" for n in range(1001)).encode(),
+        id="too-many-fields",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with launch_server(tmp_path_factory.mktemp("logs")) as running:
+        yield running
+
+
+def server_lines(server) -> list[dict]:
+    return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("logger_name", "method", "path", "headers", "body"), CLIENT_MISTAKES)
+def test_a_request_django_refuses_as_a_client_mistake_is_a_warning_without_traceback(
+    server, logger_name, method, path, headers, body
+):
+    response = server.request(method, path, headers=headers, raw_body=body)
+
+    assert (response.status, response.json()) == (400, {"detail": "Bad request."})
+    request_id = response.headers["x-request-id"]
+    [logged] = [
+        line for line in server_lines(server) if line.get("request_id") == request_id and line["logger"] != "chat.http"
+    ]
+    assert without_time(logged) == {
+        "level": "WARNING",
+        "logger": logger_name,
+        "event": logged["event"],
+        "request_id": request_id,
+        "status_code": 400,
+    }
+
+
+@pytest.mark.server
+@pytest.mark.skipif(SERVER_NAME != "uvicorn", reason="uvicorn's own log lines")
+def test_uvicorns_own_lines_carry_no_colour_codes(server):
+    lines = server_lines(server)
+
+    assert any(
+        line["logger"] == "uvicorn.error" and line["event"].startswith("Started server process") for line in lines
+    )
+    assert "color_message" not in server.log() and "\\u001b" not in server.log()

@@ -53,7 +53,7 @@ class RoomCreateSerializer(serializers.Serializer):
 
     # The schema's pattern; chat.services.room_create checks the whole name (no trailing newline either).
     name = serializers.RegexField(rf"^{ROOM_NAME_PATTERN}$", help_text="A slug: letters, digits, - and _.")
-    title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    title = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=200)  # null: no title
 
 
 class RoomListSerializer(serializers.Serializer):

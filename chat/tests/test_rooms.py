@@ -19,6 +19,14 @@ def test_title_is_optional(auth_client):
     assert (response.status_code, response.json()) == (201, {"name": "quiet", "title": "", "online": 0})
 
 
+def test_a_null_title_is_no_title_as_the_schema_says(auth_client, api_client):
+    response = auth_client.post("/rooms", {"name": "quiet", "title": None}, format="json")
+    assert (response.status_code, response.json()) == (201, {"name": "quiet", "title": "", "online": 0})
+
+    schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert schema["components"]["schemas"]["RoomCreateRequest"]["properties"]["title"]["nullable"] is True
+
+
 @pytest.mark.parametrize(
     ("body", "errors"),
     [

@@ -9,6 +9,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from chat.events import message_payload
 from chat.management.commands._lookup import room_or_error
+from chat.management.commands._output import until_the_reader_goes
 from chat.models import Message
 
 CHUNK_SIZE = 2000
@@ -58,7 +59,8 @@ class Progress:
 class Command(BaseCommand):
     help = (
         "Export a room's messages oldest first, one API message object per line (jsonl, the default) "
-        "or as CSV, to stdout or --output FILE. Streams in bounded memory."
+        "or as CSV, to stdout or --output FILE. Streams in bounded memory. Stops quietly with status 141 "
+        "when the reader of its output goes away (| head)."
     )
 
     def add_arguments(self, parser):
@@ -81,11 +83,12 @@ class Command(BaseCommand):
         out = stream or self.stdout._out
         progress = Progress(self.stderr._out, qs.count)
         try:
-            write = self._writer(out, format)
-            # iterator() streams rows from a server-side cursor instead of caching the queryset.
-            for done, message in enumerate(qs.iterator(chunk_size=CHUNK_SIZE), start=1):
-                write(message_payload(message))
-                progress.update(done)
+            with until_the_reader_goes(out):
+                write = self._writer(out, format)
+                # iterator() streams rows from a server-side cursor instead of caching the queryset.
+                for done, message in enumerate(qs.iterator(chunk_size=CHUNK_SIZE), start=1):
+                    write(message_payload(message))
+                    progress.update(done)
             progress.finish()
         finally:
             if stream:

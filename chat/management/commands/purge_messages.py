@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from chat.management.commands._lookup import room_or_error
+from chat.management.commands._output import until_the_reader_goes
 from chat.models import Message
 from chat.services import message_delete
 
@@ -13,7 +14,8 @@ BATCH_SIZE = 1000
 class Command(BaseCommand):
     help = (
         "Delete messages older than DAYS days (in one room with --room), printing what it removes. "
-        "Open sockets get message_deleted like a moderator delete. --dry-run only prints."
+        "Open sockets get message_deleted like a moderator delete. --dry-run only prints. When the reader of "
+        "its output goes away (| head) it stops quietly with status 141, having deleted what it printed."
     )
 
     def add_arguments(self, parser):
@@ -34,15 +36,17 @@ class Command(BaseCommand):
         total = 0
         verb = "would delete" if dry_run else "deleted"
         last_pk = 0
-        while True:
-            # Batches keyed on pk keep memory and each transaction bounded.
-            batch = list(qs.filter(pk__gt=last_pk)[:BATCH_SIZE])
-            if not batch:
-                break
-            last_pk = batch[-1].pk
-            for m in batch:
-                self.stdout.write(f"{verb} {m.room.name}#{m.seq} by {m.user.username} at {m.created.isoformat()}")
-            if not dry_run:
-                message_delete(messages=batch)
-            total += len(batch)
-        self.stdout.write(f"{'Would delete' if dry_run else 'Deleted'} {total} message(s).")
+        with until_the_reader_goes(self.stdout):
+            while True:
+                # Batches keyed on pk keep memory and each transaction bounded.
+                batch = list(qs.filter(pk__gt=last_pk)[:BATCH_SIZE])
+                if not batch:
+                    break
+                last_pk = batch[-1].pk
+                # Deleted before printed: every "deleted" line is true even if the reader goes meanwhile.
+                if not dry_run:
+                    message_delete(messages=batch)
+                for m in batch:
+                    self.stdout.write(f"{verb} {m.room.name}#{m.seq} by {m.user.username} at {m.created.isoformat()}")
+                total += len(batch)
+            self.stdout.write(f"{'Would delete' if dry_run else 'Deleted'} {total} message(s).")

@@ -12,7 +12,9 @@ from django.utils import timezone
 
 from accounts.models import User
 from chat.events import message_payload
+from chat.management.commands import list_rooms
 from chat.models import AuditEntry, Message, Mute, Room
+from chat.presence import presence
 from chat.tests.factories import RoomFactory, make_message
 from chat.tests.test_consumers import CLOSE_DEACTIVATED, Text, enter, receive
 
@@ -71,9 +73,37 @@ def test_list_rooms_is_an_aligned_table(user):
 
     assert lines == [
         "NAME           TITLE    ONLINE  MESSAGES  LAST ACTIVITY",
-        "a-longer-name  T        0       0         -",
-        f"general        General  0       1         {message.created.isoformat(timespec='seconds')}",
+        "a-longer-name  T        -       0         -",
+        f"general        General  -       1         {message.created.isoformat(timespec='seconds')}",
     ]
+
+
+async def test_list_rooms_shows_online_as_unknown_with_in_process_presence(general):
+    # The command runs in a process of its own: in-process presence there never holds the server's
+    # sockets, so a count read from it would be a wrong 0. Even one it does hold is not shown.
+    await presence.connect(room_id=general.pk, room_name="general", user_id=1, username="alice", channel="c1")
+
+    lines = (await sync_to_async(run)("list_rooms")).splitlines()
+
+    assert lines[0].split()[:3] == ["NAME", "TITLE", "ONLINE"]
+    assert {tuple(line.split()[:3]) for line in lines[1:]} >= {("general", "General", "-")}
+    assert {line.split()[2] for line in lines[1:]} == {"-"}
+
+
+class SharedPresence:
+    """Presence every process shares (Redis): its counts are the server's."""
+
+    def online_counts(self, room_ids: list[int]) -> dict[int, int]:
+        return dict.fromkeys(room_ids, 3)
+
+
+def test_list_rooms_shows_the_online_count_of_shared_presence(general, monkeypatch):
+    monkeypatch.setattr(list_rooms, "presence", SharedPresence())
+
+    lines = run("list_rooms").splitlines()
+
+    assert lines[0].split()[:3] == ["NAME", "TITLE", "ONLINE"]
+    assert {line.split()[2] for line in lines[1:]} == {"3"}
 
 
 # --- export_messages ------------------------------------------------------------------------

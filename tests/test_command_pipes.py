@@ -14,16 +14,19 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.server
 
 ROOM = "pipes"
-MESSAGES = 300  # 300 lines of about 1.2 KB: far more than a pipe holds, so the writer meets the closed pipe
+# Each command writes far more than a pipe (64 KiB), head's read and stdout's buffer hold together, so it
+# is still writing when head leaves: 600 lines of about 220 bytes (a 149-character author) or more.
+MESSAGES = 600
+AUTHOR_PREFIX = "p" * 140
 READER_GONE = 141  # 128 + SIGPIPE, as the shell reports `cat` or `seq` cut short by head
 
 
 @pytest.fixture(scope="module")
 def filled(server) -> None:
-    user = server.new_user("piper")
+    user = server.new_user(AUTHOR_PREFIX)
     assert server.post("/rooms", json_body={"name": ROOM}, token=user.access_token).status == 201
     for n in range(MESSAGES):
-        assert server.post_message(user.access_token, ROOM, f"{n:04} " + "x" * 1200).status == 201
+        assert server.post_message(user.access_token, ROOM, f"{n:04} " + "x" * 200).status == 201
 
 
 COMMANDS = [
@@ -89,11 +92,10 @@ def test_nothing_was_purged_by_the_dry_runs(server, filled):
 
 
 def test_a_purge_cut_short_by_its_reader_deleted_what_it_printed(server):
-    # A 149-character author: 600 "deleted" lines of about 220 bytes, more than a pipe holds.
-    user = server.new_user("p" * 140)
+    user = server.new_user(AUTHOR_PREFIX)
     room = "pipes-purge"
     assert server.post("/rooms", json_body={"name": room}, token=user.access_token).status == 201
-    for n in range(600):
+    for n in range(MESSAGES):
         assert server.post_message(user.access_token, room, f"m{n}").status == 201
     result = run_into_head(server, "purge_messages", "--older-than", "0", "--room", room)
 

@@ -5,6 +5,7 @@ policy allows nothing inline and nothing from elsewhere. `connect-src 'self'` co
 too: CSP Level 3 browsers match ws:/wss: to the page's own host and port under 'self'.
 """
 
+from django.conf import settings
 from django.utils.deprecation import MiddlewareMixin
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -28,3 +29,9 @@ class ContentSecurityPolicyMiddleware(MiddlewareMixin):
     def process_response(self, request, response):
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         return response
+
+
+def static_file_headers(headers, path: str, url: str) -> None:
+    """WHITENOISE_ADD_HEADERS_FUNCTION: WhiteNoise answers a static file before the clickjacking
+    middleware would add its header (the other middleware above it add theirs)."""
+    headers["X-Frame-Options"] = settings.X_FRAME_OPTIONS.upper()

@@ -16,6 +16,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from chatproject.rates import parse_rate
+from chatproject.security import static_file_headers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -277,6 +278,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Outside production the app serves static files straight from the source folders.
 WHITENOISE_USE_FINDERS = not PRODUCTION
 WHITENOISE_AUTOREFRESH = DEBUG
+WHITENOISE_ADD_HEADERS_FUNCTION = static_file_headers
 if not PRODUCTION:
     # STATIC_ROOT only exists after `collectstatic`, which only the production path runs.
     warnings.filterwarnings("ignore", message="No directory at")

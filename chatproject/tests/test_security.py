@@ -30,7 +30,9 @@ def test_the_policy_allows_nothing_inline_and_nothing_from_elsewhere():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("path", ["/", "/admin/login/", "/api/docs/", "/api/docs/?script=", "/rooms", "/nowhere"])
+@pytest.mark.parametrize(
+    "path", ["/", "/admin/login/", "/api/docs/", "/api/docs/?script=", "/rooms", "/nowhere", "/static/chat/app.js"]
+)
 def test_pages_and_api_answers_carry_the_security_headers(path):
     response = Client().get(path)
 

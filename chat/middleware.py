@@ -13,6 +13,7 @@ from accounts.tickets import ws_ticket_redeem
 from accounts.tokens import AccessClaims, InvalidToken, access_token_user
 from chat.logs import log_ws
 from chatproject.logs import log_context
+from chatproject.security import security_headers
 
 CLOSE_UNAUTHENTICATED = 4001  # the room consumer closes with it when scope["user"] is None
 AUTH_UNAVAILABLE = "Authentication unavailable"  # scope["auth_refusal"]: the consumer closes with 4500
@@ -43,7 +44,11 @@ class OriginCheck(OriginValidator):
         if "websocket.http.response" not in scope.get("extensions", {}):
             return await WebsocketDenier()(scope, receive, send)
         await receive()  # websocket.connect
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(ORIGIN_REFUSED)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(ORIGIN_REFUSED)).encode()),
+            *((name.lower().encode(), value.encode("latin-1")) for name, value in security_headers()),
+        ]
         await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": ORIGIN_REFUSED})
 

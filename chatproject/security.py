@@ -35,3 +35,18 @@ def static_file_headers(headers, path: str, url: str) -> None:
     """WHITENOISE_ADD_HEADERS_FUNCTION: WhiteNoise answers a static file before the clickjacking
     middleware would add its header (the other middleware above it add theirs)."""
     headers["X-Frame-Options"] = settings.X_FRAME_OPTIONS.upper()
+
+
+def security_headers() -> list[tuple[str, str]]:
+    """The headers Django's middleware and the policy give an answer, for one written below Django
+    (the WebSocket handshake's refusal)."""
+    headers = [
+        ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+        ("X-Frame-Options", settings.X_FRAME_OPTIONS.upper()),
+    ]
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append(("X-Content-Type-Options", "nosniff"))
+    policy = settings.SECURE_REFERRER_POLICY
+    if policy:
+        headers.append(("Referrer-Policy", policy if isinstance(policy, str) else ",".join(policy)))
+    return headers

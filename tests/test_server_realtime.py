@@ -409,6 +409,10 @@ async def test_foreign_origin_is_refused_at_the_handshake(server, origin):
     if SERVER_NAME == "uvicorn":  # the application writes the refusal, as JSON like every error
         assert answer.headers["Content-Type"] == "application/json"
         assert json.loads(answer.body) == {"detail": "Origin not allowed."}
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Referrer-Policy"] == "same-origin"
+        assert answer.headers["Content-Security-Policy"].startswith("default-src 'self';")
     assert "Traceback" not in server.log()
 
 

@@ -75,6 +75,10 @@ class RequestLogMiddleware:
     def _answered(self, request, response, started: float):
         response[REQUEST_ID_HEADER] = request.request_id
         log_answer(request.method, request.path, response.status_code, started)
+        # This line is the answer's record: Django would log a 5xx once more (django.request), after
+        # this middleware returned, so without the request's id. An exception's traceback is logged
+        # before, inside the request.
+        response._has_been_logged = True
         return response
 
 

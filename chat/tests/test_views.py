@@ -527,6 +527,17 @@ def test_healthz_503_when_the_database_fails(api_client, monkeypatch):
     assert response.json() == {"status": "unavailable", "database": "unavailable", "channel_layer": "ok"}
 
 
+def test_a_503_is_logged_once_with_its_request_id(api_client, monkeypatch, json_log):
+    monkeypatch.setattr(health, "connection", _BrokenConnection())
+
+    response = api_client.get("/healthz")
+
+    answered = [line for line in json_log.lines() if line["level"] == "ERROR"]
+    assert [(line["event"], line["status"], line["request_id"]) for line in answered] == [
+        ("http.request", 503, response["X-Request-ID"])
+    ]
+
+
 @pytest.mark.parametrize("layer", [_FailingLayer(), _SilentLayer()], ids=["raises", "never-answers"])
 def test_healthz_503_when_the_channel_layer_fails(api_client, monkeypatch, layer):
     monkeypatch.setattr(health, "get_channel_layer", lambda: layer)

@@ -32,6 +32,19 @@ def make_presence():
     made[0].clear()
 
 
+@pytest.fixture
+async def room_listener(settings):
+    """An in-process layer and a channel in room 1's group: what the nodes announce there."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    layer = channel_layers["default"]
+    listener = await layer.new_channel()
+    await layer.group_add("room.1", listener)
+    return layer, listener
+
+
 def join(presence, user_id, channel, room_id=1, username=None):
     return presence.connect(
         room_id=room_id,
@@ -57,14 +70,8 @@ async def test_first_and_last_socket_are_reported_across_nodes(make_presence):
     assert await node_a.users(room_id=1) == [{"id": 2, "username": "u2"}]
 
 
-async def test_a_dead_nodes_users_expire_and_their_leave_is_announced_once(make_presence, settings):
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    from channels.layers import channel_layers
-
-    channel_layers.backends.clear()
-    layer = channel_layers["default"]
-    listener = await layer.new_channel()
-    await layer.group_add("room.1", listener)
+async def test_a_dead_nodes_users_expire_and_their_leave_is_announced_once(make_presence, room_listener):
+    layer, listener = room_listener
 
     dead, alive, other = make_presence(ttl=1), make_presence(ttl=1), make_presence(ttl=1)
     await join(dead, 7, "dead-1", username="ghost")
@@ -88,14 +95,10 @@ async def test_a_dead_nodes_users_expire_and_their_leave_is_announced_once(make_
         await asyncio.wait_for(layer.receive(listener), 0.3)
 
 
-async def test_a_stalled_nodes_user_swept_out_is_announced_joining_when_its_heartbeat_returns(make_presence, settings):
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    from channels.layers import channel_layers
-
-    channel_layers.backends.clear()
-    layer = channel_layers["default"]
-    listener = await layer.new_channel()
-    await layer.group_add("room.1", listener)
+async def test_a_stalled_nodes_user_swept_out_is_announced_joining_when_its_heartbeat_returns(
+    make_presence, room_listener
+):
+    layer, listener = room_listener
 
     async def announced() -> list[dict]:
         events = []

@@ -10,6 +10,7 @@
   const TYPING_SHOW_MS = 4000;
   const ROOMS_POLL_MS = 15000;
   const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
+  const NEWER_TOKENS_WAIT_MS = 2000;
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, className, text) => {
@@ -21,25 +22,27 @@
 
   // --- session: tokens kept in localStorage, refreshed before they expire -----------------
 
+  const SESSION_KEY = "chat.session";
   const session = {
     load() {
       try {
-        return JSON.parse(localStorage.getItem("chat.session")) || null;
+        return JSON.parse(localStorage.getItem(SESSION_KEY)) || null;
       } catch (e) {
         return null;
       }
     },
     save(value) {
-      localStorage.setItem("chat.session", JSON.stringify(value));
+      localStorage.setItem(SESSION_KEY, JSON.stringify(value));
     },
     clear() {
-      localStorage.removeItem("chat.session");
+      localStorage.removeItem(SESSION_KEY);
     },
   };
 
   let auth = session.load(); // {access, refresh, expiresAt, user: {id, username}}
   let refreshTimer = null;
   let refreshing = null;
+  let epoch = 0; // bumped at every sign-out, so late answers for the old session are dropped
 
   function describeErrors(body, status) {
     if (!body || typeof body !== "object") return `Request failed (${status}).`;
@@ -54,7 +57,8 @@
       .join(" ");
   }
 
-  async function request(path, { method = "GET", body, form, bearer = true } = {}) {
+  // `token` sends that access token instead of the session's (a request outliving its session).
+  async function request(path, { method = "GET", body, form, bearer = true, token } = {}) {
     const headers = { Accept: "application/json" };
     let payload;
     if (form) {
@@ -64,7 +68,8 @@
       headers["Content-Type"] = "application/json";
       payload = JSON.stringify(body);
     }
-    if (bearer && auth) headers.Authorization = `Bearer ${auth.access}`;
+    const access = token || (auth && auth.access);
+    if (bearer && access) headers.Authorization = `Bearer ${access}`;
     const response = await fetch(path, { method, headers, body: payload, credentials: "omit" });
     let data = null;
     if (response.status !== 204) {
@@ -80,7 +85,7 @@
   // Call the API with the access token, refreshing it once on a 401.
   async function api(path, options = {}) {
     let result = await request(path, options);
-    if (result.status === 401 && auth && options.bearer !== false) {
+    if (result.status === 401 && auth && options.bearer !== false && !options.token) {
       if (await refreshTokens()) result = await request(path, options);
     }
     return result;
@@ -106,30 +111,88 @@
     refreshTimer = setTimeout(() => refreshTokens(), delay);
   }
 
-  // One refresh at a time; resolves true when a new pair was stored.
+  const sameUser = (a, b) => Boolean(a && b && a.user && b.user && a.user.id === b.user.id);
+
+  // Other tabs share localStorage: a refresh there revokes the refresh token this tab holds, so
+  // take the pair they stored. True when a newer pair of this user was taken.
+  function adoptStoredTokens() {
+    const stored = session.load();
+    if (!auth || !stored || !sameUser(stored, auth) || stored.refresh === auth.refresh) return false;
+    auth = stored;
+    scheduleRefresh();
+    return true;
+  }
+
+  // A refresh refused because another tab rotated the token first: another process's write to
+  // localStorage reaches this tab a moment later, so wait a little for its pair before giving up.
+  async function newerTokensArrive(stale) {
+    for (let waited = 0; waited <= NEWER_TOKENS_WAIT_MS; waited += 100) {
+      adoptStoredTokens();
+      if (!auth) return false;
+      if (auth.refresh !== stale) return true;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return false;
+  }
+
+  // Tabs refresh one at a time (the refresh token rotates): the second one finds the first's pair.
+  function withRefreshLock(task) {
+    if (navigator.locks && navigator.locks.request) return navigator.locks.request("chat.refresh", task);
+    return task();
+  }
+
+  // One refresh at a time, in this tab and across tabs; resolves true when a newer pair is in use.
   function refreshTokens() {
     if (!auth) return Promise.resolve(false);
     if (refreshing) return refreshing;
-    refreshing = (async () => {
+    const stale = auth.refresh; // the token this tab wants replaced
+    const started = epoch;
+    refreshing = withRefreshLock(async () => {
+      if (!auth || started !== epoch) return false;
+      adoptStoredTokens();
+      if (auth.refresh !== stale) return true; // another tab refreshed meanwhile
       try {
         const result = await request("/token/refresh", {
           method: "POST",
           body: { refresh_token: auth.refresh },
           bearer: false,
         });
+        if (!auth || started !== epoch) return false;
         if (result.ok) {
           storeTokens(result.data);
           return true;
         }
-        if (result.status === 401) signOut("Your session has ended. Please log in again.");
+        if (result.status === 401) {
+          if (await newerTokensArrive(stale)) return true;
+          // Refused and nothing newer stored: the session is over; the token cannot be revoked twice.
+          if (auth && started === epoch) signOut("Your session has ended. Please log in again.", { revoke: false });
+        }
         return false;
       } catch (e) {
         return false; // network trouble: the socket's backoff will try again
-      } finally {
-        refreshing = null;
       }
-    })();
+    }).finally(() => {
+      refreshing = null;
+    });
     return refreshing;
+  }
+
+  // Another tab signed in, refreshed or signed out.
+  function onStorage(event) {
+    if (event.storageArea !== localStorage || (event.key !== null && event.key !== SESSION_KEY)) return;
+    const stored = session.load();
+    if (!stored) {
+      if (auth) signOut("You are logged out.", { revoke: false, clearStorage: false });
+      return;
+    }
+    if (sameUser(stored, auth)) {
+      adoptStoredTokens();
+      return;
+    }
+    if (auth) endSession(); // another user signed in there: this tab follows
+    auth = stored;
+    scheduleRefresh();
+    showSignedIn();
   }
 
   // --- sign in / out ------------------------------------------------------------------
@@ -148,13 +211,29 @@
     await logIn(username, password);
   }
 
-  function signOut(notice) {
-    const old = auth;
-    auth = null;
-    session.clear();
-    clearTimeout(refreshTimer);
+  // Tear this tab's session down: the room left (its pending messages still delivered), nothing of
+  // the user left on screen.
+  function endSession() {
     leaveRoom();
-    if (old) {
+    epoch += 1;
+    auth = null;
+    clearTimeout(refreshTimer);
+    clearTimeout(roomsTimer);
+    unsent.clear();
+    resetView();
+    $("rooms").replaceChildren();
+  }
+
+  // `revoke`: tell the server to revoke the refresh token (not when it was refused or another tab
+  // already did); `clearStorage`: false when the storage was cleared by another tab.
+  function signOut(notice, { revoke = true, clearStorage = true } = {}) {
+    const old = auth;
+    if (clearStorage) {
+      const stored = session.load();
+      if (!stored || !old || sameUser(stored, old)) session.clear(); // never another user's session
+    }
+    endSession();
+    if (old && revoke) {
       fetch("/logout", {
         method: "POST",
         headers: { "Content-Type": "application/json", Authorization: `Bearer ${old.access}` },
@@ -177,12 +256,28 @@
   }
 
   function showSignedIn() {
+    resetView();
     $("auth").hidden = true;
     $("app").hidden = false;
     $("whoami").hidden = false;
-    $("whoami-name").textContent = auth.user ? auth.user.username : "";
-    setStatus("online");
+    const name = auth.user ? auth.user.username : "";
+    $("whoami-name").textContent = name;
+    $("whoami-name").title = name;
     loadRooms();
+  }
+
+  // The room pane with no room open.
+  function resetView() {
+    $("room-title").textContent = "Pick a room";
+    $("room-body").hidden = true;
+    $("messages").replaceChildren();
+    $("online").replaceChildren();
+    $("typing").textContent = "";
+    $("send-error").textContent = "";
+    $("message-input").value = "";
+    $("message-input").removeAttribute("aria-invalid");
+    for (const button of document.querySelectorAll(".room-link")) button.removeAttribute("aria-current");
+    setStatus(auth ? "no room open" : "signed out");
   }
 
   function setStatus(text) {
@@ -196,13 +291,15 @@
 
   async function loadRooms() {
     clearTimeout(roomsTimer);
+    const started = epoch;
     try {
       const result = await request("/rooms", { bearer: false });
+      if (started !== epoch) return;
       if (result.ok) renderRooms(result.data.rooms);
     } catch (e) {
       /* offline: try again later */
     }
-    if (auth) roomsTimer = setTimeout(loadRooms, ROOMS_POLL_MS);
+    if (auth && started === epoch) roomsTimer = setTimeout(loadRooms, ROOMS_POLL_MS);
   }
 
   function renderRooms(rooms) {
@@ -228,12 +325,17 @@
   // --- a room: history, live socket, sending --------------------------------------------
 
   let current = null; // state of the open room
+  // Messages the server refused, or that could not be delivered after their room was left, per room
+  // name: client_id -> {content, detail}. Shown in their room, marked "not sent", until retried or
+  // discarded.
+  const unsent = new Map();
 
   function newRoomState(name) {
     return {
       name,
       bySeq: new Map(), // seq -> <li>, so nothing shows twice
       lastSeq: null, // highest seq seen; since= on reconnect
+      historyLoaded: false, // the newest page is shown; until then each (re)connect asks for it first
       gaps: [], // {after, before}: seq ranges the socket skipped, paged in over REST
       filling: false,
       gapTimer: null,
@@ -252,12 +354,86 @@
 
   function leaveRoom() {
     if (!current) return;
-    current.closed = true;
-    clearTimeout(current.reconnectTimer);
-    clearTimeout(current.gapTimer);
-    for (const timer of current.typing.values()) clearTimeout(timer);
-    if (current.socket) current.socket.close(1000);
+    const room = current;
+    room.closed = true;
+    clearTimeout(room.reconnectTimer);
+    clearTimeout(room.gapTimer);
+    for (const timer of room.typing.values()) clearTimeout(timer);
+    if (room.socket) room.socket.close(1000);
     current = null;
+    if (room.pending.size && auth) deliverPending(room.name, [...room.pending], auth.access);
+  }
+
+  // Messages still unacknowledged when their room is left go over REST with their client_id, which
+  // stores each once whatever the socket managed to send. What cannot be delivered is kept as unsent.
+  async function deliverPending(roomName, entries, token) {
+    const started = epoch;
+    for (const [clientId, { content }] of entries) {
+      let detail;
+      try {
+        const result = await request(`/messages/${encodeURIComponent(roomName)}`, {
+          method: "POST",
+          body: { content, client_id: clientId },
+          token,
+        });
+        if (result.ok) continue;
+        detail = describeErrors(result.data, result.status);
+      } catch (e) {
+        detail = "The server cannot be reached.";
+      }
+      if (started !== epoch) return;
+      keepUnsent(roomName, clientId, content, detail);
+      if (!current || current.name !== roomName) {
+        $("send-error").textContent = `A message to #${roomName} was not sent: ${detail} It waits there, marked "not sent".`;
+      }
+    }
+  }
+
+  function keepUnsent(roomName, clientId, content, detail) {
+    if (!unsent.has(roomName)) unsent.set(roomName, new Map());
+    unsent.get(roomName).set(clientId, { content, detail });
+    if (current && current.name === roomName) showUnsent(current, clientId);
+  }
+
+  function forgetUnsent(roomName, clientId) {
+    const kept = unsent.get(roomName);
+    if (!kept) return;
+    kept.delete(clientId);
+    if (!kept.size) unsent.delete(roomName);
+  }
+
+  // An unsent message stays in the list with its text, why it was not sent, Retry and Discard.
+  function showUnsent(room, clientId) {
+    const { content, detail } = unsent.get(room.name).get(clientId);
+    const list = $("messages");
+    const existing = room.pending.has(clientId) ? room.pending.get(clientId).node : null;
+    room.pending.delete(clientId);
+    const node = pendingNode(content);
+    node.classList.replace("pending", "failed");
+    const failure = el("div", "failure");
+    failure.append(el("span", "failure-text", `Not sent: ${detail}`));
+    const retry = el("button", "retry", "Retry");
+    retry.type = "button";
+    retry.addEventListener("click", () => {
+      if (room !== current) return;
+      forgetUnsent(room.name, clientId);
+      const again = pendingNode(content);
+      node.replaceWith(again);
+      room.pending.set(clientId, { content, node: again });
+      sendFrame(room, { type: "message", content, client_id: clientId }); // or on reconnect
+      $("message-input").focus();
+    });
+    const discard = el("button", "discard", "Discard");
+    discard.type = "button";
+    discard.addEventListener("click", () => {
+      forgetUnsent(room.name, clientId);
+      node.remove();
+      $("message-input").focus();
+    });
+    failure.append(retry, discard);
+    node.append(failure);
+    if (existing) existing.replaceWith(node);
+    else list.append(node);
   }
 
   async function openRoom(name, title) {
@@ -266,6 +442,7 @@
     const room = current;
     $("room-title").textContent = title ? `${title} (#${name})` : `#${name}`;
     $("room-body").hidden = false;
+    $("load-older").hidden = true;
     $("messages").replaceChildren();
     $("online").replaceChildren();
     $("typing").textContent = "";
@@ -274,8 +451,17 @@
       if (button.dataset.room === name) button.setAttribute("aria-current", "true");
       else button.removeAttribute("aria-current");
     }
-    const result = await api(`/messages/${encodeURIComponent(name)}?limit=${HISTORY_PAGE}`);
+    for (const clientId of (unsent.get(name) || new Map()).keys()) showUnsent(room, clientId);
+    connect(room);
+    $("message-input").focus();
+  }
+
+  // The room's newest page, before its first connection; throws when it should be asked again.
+  async function loadHistory(room) {
+    const result = await api(`/messages/${encodeURIComponent(room.name)}?limit=${HISTORY_PAGE}`);
     if (room !== current) return;
+    if (result.status === 429 || result.status >= 500) throw new Error(`history ${result.status}`);
+    room.historyLoaded = true;
     if (result.ok) {
       for (const message of result.data.slice().reverse()) addMessage(message);
       $("load-older").hidden = result.data.length < HISTORY_PAGE;
@@ -283,20 +469,27 @@
     } else {
       $("send-error").textContent = describeErrors(result.data, result.status);
     }
-    connect(room);
-    $("message-input").focus();
   }
 
+  // The older page appears above what is shown, which stays where it is on screen.
   async function loadOlder() {
     const room = current;
     if (!room || room.oldestSeq === null) return;
     const before = room.oldestSeq;
-    const result = await api(
-      `/messages/${encodeURIComponent(room.name)}?limit=${HISTORY_PAGE}&before=${before}`
-    );
+    let result;
+    try {
+      result = await api(`/messages/${encodeURIComponent(room.name)}?limit=${HISTORY_PAGE}&before=${before}`);
+    } catch (e) {
+      $("send-error").textContent = "The server cannot be reached. Try again.";
+      return;
+    }
     if (room !== current || !result.ok) return;
+    const list = $("messages");
+    const anchor = room.bySeq.get(before);
+    const topBefore = anchor ? anchor.getBoundingClientRect().top : 0;
     for (const message of result.data) addMessage(message);
     if (result.data.length < HISTORY_PAGE) $("load-older").hidden = true;
+    if (anchor && anchor.isConnected) list.scrollTop += anchor.getBoundingClientRect().top - topBefore;
   }
 
   // Each connection asks for a single-use ticket, so the access token never appears in a URL.
@@ -315,10 +508,13 @@
     setStatus(room.attempt ? "reconnecting…" : "connecting…");
     let ticket;
     try {
+      if (!room.historyLoaded) await loadHistory(room);
+      if (room.closed || room !== current) return;
       const result = await api("/ws-ticket", { method: "POST" });
       if (!result.ok) throw new Error(`ticket ${result.status}`);
       ticket = result.data.ticket;
     } catch (e) {
+      // No network or the server is down: try again with the same backoff as a dropped socket.
       if (auth) scheduleReconnect(room);
       return;
     }
@@ -360,7 +556,7 @@
     room.socket = null;
     if (room.closed || room !== current) return;
     if (code === 4003) {
-      signOut("Your account has been deactivated.");
+      signOut("Your account has been deactivated.", { revoke: false });
       return;
     }
     if (code === 4004) {
@@ -487,6 +683,7 @@
     const names = [...room.online.values()].sort((a, b) => a.localeCompare(b));
     for (const name of names) {
       const item = el("li", "online-user", name);
+      item.title = name; // long names are cut short on screen
       if (auth && auth.user && name === auth.user.username) item.classList.add("own");
       list.append(item);
     }
@@ -513,6 +710,22 @@
     return item;
   }
 
+  // A message of this user's not (yet) stored: no seq, always below the stored ones.
+  function pendingNode(content) {
+    const node = messageNode({
+      seq: -1,
+      user: auth.user || { id: null, username: "you" },
+      content,
+      timestamp: new Date().toISOString(),
+    });
+    node.classList.add("own", "pending");
+    node.removeAttribute("data-seq");
+    return node;
+  }
+
+  const isAtBottom = (list) => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const firstUnstored = (list) => list.querySelector(".message.pending, .message.failed");
+
   // Insert by seq: history, replay and live messages may arrive in any order, each shows once.
   function addMessage(message) {
     const room = current;
@@ -524,23 +737,27 @@
     if (room.bySeq.has(message.seq)) return;
     const node = messageNode(message);
     const list = $("messages");
-    const stickToBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    const stickToBottom = isAtBottom(list);
     let next = null;
     for (const [seq, other] of room.bySeq) {
       if (seq > message.seq && (next === null || seq < Number(next.dataset.seq))) next = other;
     }
-    list.insertBefore(node, next || list.querySelector(".message.pending"));
+    list.insertBefore(node, next || firstUnstored(list));
     room.bySeq.set(message.seq, node);
     room.lastSeq = room.lastSeq === null ? message.seq : Math.max(room.lastSeq, message.seq);
     room.oldestSeq = room.oldestSeq === null ? message.seq : Math.min(room.oldestSeq, message.seq);
-    if (stickToBottom || (auth && auth.user && message.user.id === auth.user.id)) list.scrollTop = list.scrollHeight;
+    // Only a message placed last follows the bottom: older pages appear above without moving the view.
+    const own = auth && auth.user && message.user.id === auth.user.id;
+    if (next === null && (stickToBottom || own)) list.scrollTop = list.scrollHeight;
   }
 
   function addNotice(text) {
     const list = $("messages");
+    const stickToBottom = isAtBottom(list);
     const node = el("li", "notice", text);
-    list.insertBefore(node, list.querySelector(".message.pending"));
-    list.scrollTop = list.scrollHeight;
+    node.title = text;
+    list.insertBefore(node, firstUnstored(list));
+    if (stickToBottom) list.scrollTop = list.scrollHeight;
   }
 
   function showTyping(room, username) {
@@ -580,6 +797,26 @@
     return false;
   }
 
+  // The server counts characters (code points), not UTF-16 units as maxlength would.
+  function maxLength() {
+    return Number($("message-input").dataset.maxLength) || 4000;
+  }
+
+  // Says so while the draft is longer than the server takes; true when it fits.
+  function checkLength() {
+    const input = $("message-input");
+    const length = [...input.value].length;
+    const tooLong = length > maxLength();
+    if (tooLong) {
+      input.setAttribute("aria-invalid", "true");
+      $("send-error").textContent = `The message is ${length} characters long; at most ${maxLength()} can be sent.`;
+    } else if (input.getAttribute("aria-invalid")) {
+      input.removeAttribute("aria-invalid");
+      $("send-error").textContent = "";
+    }
+    return !tooLong;
+  }
+
   // A send is shown at once as pending; it is kept and sent again with the same client_id
   // after a reconnect, so it is stored exactly once.
   function sendMessage() {
@@ -587,16 +824,10 @@
     const input = $("message-input");
     const content = input.value;
     if (!room || !content.trim()) return;
+    if (!checkLength()) return; // the draft stays for the user to shorten
     $("send-error").textContent = "";
     const clientId = newClientId();
-    const node = messageNode({
-      seq: -1,
-      user: auth.user || { id: null, username: "you" },
-      content,
-      timestamp: new Date().toISOString(),
-    });
-    node.classList.add("own", "pending");
-    node.removeAttribute("data-seq");
+    const node = pendingNode(content);
     $("messages").append(node);
     $("messages").scrollTop = $("messages").scrollHeight;
     room.pending.set(clientId, { content, node });
@@ -611,14 +842,17 @@
     }
   }
 
+  // A refused message stays in the list, marked "not sent", with Retry (same client_id) and Discard;
+  // the draft in the box is never touched.
   function onSendError(room, data) {
+    const detail = data.detail || "The message was not sent.";
     if (data.client_id && room.pending.has(data.client_id)) {
-      const { content, node } = room.pending.get(data.client_id);
-      node.remove();
-      room.pending.delete(data.client_id);
-      if (data.code === "unavailable" || data.code === "rate_limited") $("message-input").value = content;
+      const { content } = room.pending.get(data.client_id);
+      const wait = data.code === "rate_limited" && data.retry_after ? ` (retry in ${data.retry_after} s)` : "";
+      keepUnsent(room.name, data.client_id, content, detail + wait);
+      return;
     }
-    $("send-error").textContent = data.detail || "The message was not sent.";
+    $("send-error").textContent = detail;
   }
 
   function onTypingInput() {
@@ -667,7 +901,11 @@
         sendMessage();
       }
     });
-    $("message-input").addEventListener("input", onTypingInput);
+    $("message-input").addEventListener("input", () => {
+      checkLength();
+      onTypingInput();
+    });
+    window.addEventListener("storage", onStorage);
     window.addEventListener("online", () => {
       if (current && !current.socket) {
         clearTimeout(current.reconnectTimer); // connect now instead of at the end of the backoff

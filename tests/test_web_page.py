@@ -58,6 +58,11 @@ class Visitor:
         self.page.get_by_role("button", name="Register", exact=True).click()
         expect(self.page.get_by_role("button", name="Log out")).to_be_visible()
 
+    def log_in(self, username: str, password: str = PASSWORD):
+        self.fill_credentials(username, password)
+        self.page.get_by_role("button", name="Log in").click()
+        expect(self.page.get_by_role("button", name="Log out")).to_be_visible()
+
     def enter_room(self, name: str = "general"):
         self.page.get_by_role("button", name=name, exact=True).click()
         expect(self.status).to_have_text("connected")
@@ -72,8 +77,12 @@ class Visitor:
         return self.page.locator("#status")
 
     @property
+    def message_box(self):
+        return self.page.get_by_role("textbox", name="Message")
+
+    @property
     def message_texts(self):
-        return self.page.locator("#messages .message:not(.pending) .content")
+        return self.page.locator("#messages .message:not(.pending, .failed) .content")
 
     @property
     def online(self):
@@ -119,6 +128,11 @@ class Outage:
         self.held_tickets.clear()
 
 
+def access_token(page) -> str:
+    """The access token the page holds in localStorage."""
+    return page.evaluate("JSON.parse(localStorage.getItem('chat.session')).access")
+
+
 def new_room(server, user) -> str:
     """A room of the test's own: nobody else's messages or presence in it."""
     name = server.unique_username("room")
@@ -154,9 +168,7 @@ def test_two_people_chat_see_each_other_online_and_typing(visitors, server):
     ben.register(ben_name)
     ben.page.get_by_role("button", name="Log out").click()
     expect(ben.page.get_by_role("button", name="Log in")).to_be_visible()
-    ben.fill_credentials(ben_name)
-    ben.page.get_by_role("button", name="Log in").click()
-    expect(ben.page.get_by_role("button", name="Log out")).to_be_visible()
+    ben.log_in(ben_name)
 
     ann.enter_room("general")
     ben.enter_room("general")
@@ -447,11 +459,11 @@ def test_the_page_refreshes_its_token_and_heals_the_expiry_close(browser, launch
         try:
             ann.register(short_lived.unique_username("ann"))
             ann.enter_room("general")
-            first_token = ann.page.evaluate("JSON.parse(localStorage.getItem('chat.session')).access")
+            first_token = access_token(ann.page)
             # The socket's token expires after 4 s and the server closes it with 4001; the page
             # has refreshed its tokens by then and reconnects.
             ann.page.wait_for_timeout(6500)
-            assert ann.page.evaluate("JSON.parse(localStorage.getItem('chat.session')).access") != first_token
+            assert access_token(ann.page) != first_token
             expect(ann.status).to_have_text("connected", timeout=10_000)
             ann.send("still here")
             expect(ann.message_texts.last).to_have_text("still here")
@@ -495,3 +507,251 @@ def test_a_message_deleted_by_an_operator_disappears_from_the_page(browser, laun
             expect(ann.message_texts.filter(has_text="about to be purged")).to_have_count(0)
         finally:
             ann.close()
+
+
+def test_two_tabs_of_one_user_share_the_session_and_its_end(browser, launch_server, tmp_path):
+    # Tokens rotate on every refresh; with 4 s access tokens both tabs refresh about every second.
+    with launch_server(tmp_path, ACCESS_TOKEN_SECONDS="4") as short_lived:
+        ann = Visitor(browser, short_lived)
+        try:
+            ann.register(short_lived.unique_username("ann"))
+            ann.enter_room("general")
+            second = ann.context.new_page()  # same context, same localStorage: a second tab
+            second_errors: list[str] = []
+            second.on("pageerror", lambda error: second_errors.append(str(error)))
+            second.goto(short_lived.base_url + "/")  # refreshes on load, revoking the first tab's refresh token
+            expect(second.get_by_role("button", name="Log out")).to_be_visible()
+            second.get_by_role("button", name="general", exact=True).click()
+            expect(second.locator("#status")).to_have_text("connected")
+
+            ann.page.wait_for_timeout(6000)  # several refreshes in each tab
+            for page in (ann.page, second):
+                expect(page.get_by_role("button", name="Log out")).to_be_visible()
+            ann.send("from the first tab")
+            expect(second.locator("#messages .message:not(.pending, .failed) .content").last).to_have_text(
+                "from the first tab", timeout=15_000
+            )
+
+            logouts: list[int] = []
+            ann.page.on("response", lambda r: logouts.append(r.status) if r.url.endswith("/logout") else None)
+            ann.page.get_by_role("button", name="Log out").click()
+            expect(second.get_by_role("button", name="Log in")).to_be_visible()  # the other tab follows
+            expect(second.locator("#auth-notice")).to_have_text("You are logged out.")
+            expect(second.locator("#app")).to_be_hidden()
+            ann.page.wait_for_timeout(500)
+            assert logouts == [204]
+            assert ann.page.evaluate("localStorage.getItem('chat.session')") is None
+            assert ann.errors == [] and second_errors == []
+        finally:
+            ann.close()
+
+
+def test_logging_out_and_in_as_someone_else_leaves_nothing_of_the_first_user(visitors, server):
+    ann, ben = visitors(), visitors()
+    ann_name, ben_name, cat_name = (server.unique_username(prefix) for prefix in ("ann", "ben", "cat"))
+    server.register(cat_name)
+    room = new_room(server, server.new_user("owner"))
+    ann.register(ann_name)
+    ben.register(ben_name)
+    expect(ann.status).to_have_text("no room open")
+    ann.enter_room(room)
+    ben.enter_room(room)
+    ann.send("ann was here")
+    expect(ann.message_texts.last).to_have_text("ann was here")
+    ben.message_box.press_sequentially("hel")
+    expect(ann.page.locator("#typing")).to_have_text(f"{ben_name} is typing…")
+    ann.message_box.fill("ann's unsent draft")
+
+    ann.page.get_by_role("button", name="Log out").click()
+    ann.log_in(cat_name)
+    page = ann.page
+    expect(page.locator("#whoami-name")).to_have_text(cat_name)
+    expect(page.locator("#room-title")).to_have_text("Pick a room")
+    expect(page.locator("#room-body")).to_be_hidden()
+    expect(page.locator("#messages li")).to_have_count(0)
+    expect(ann.online).to_have_count(0)
+    expect(page.locator("#typing")).to_have_text("")
+    expect(ann.status).to_have_text("no room open")
+    expect(page.locator(".room-link[aria-current]")).to_have_count(0)
+
+    ann.enter_room(room)
+    expect(ann.message_box).to_have_value("")
+    expect(ann.message_texts).to_have_text(["ann was here"])
+    expect(page.locator("#messages .message.own")).to_have_count(0)  # Ann's message is not Cat's
+    ann.send("cat now")
+    expect(ben.message_texts.last).to_have_text("cat now")
+    assert ann.errors == []
+
+
+def test_refused_messages_stay_on_screen_to_retry_and_the_draft_stays(browser, launch_server, tmp_path):
+    with launch_server(tmp_path, CHAT_MESSAGE_RATE="3/3s") as limited:
+        ann = Visitor(browser, limited)
+        try:
+            ann.register(limited.unique_username("ann"))
+            room = new_room(limited, limited.new_user("owner"))
+            ann.page.reload()
+            expect(ann.page.get_by_role("button", name=room, exact=True)).to_be_visible()
+            ann.enter_room(room)
+            for n in range(1, 6):
+                ann.send(f"burst {n}")
+            ann.message_box.fill("a draft in progress")
+            failed = ann.page.locator("#messages .message.failed")
+            expect(failed.locator(".content")).to_have_text(["burst 4", "burst 5"])
+            expect(failed.first).to_contain_text("Not sent: Too many messages")
+            expect(ann.message_texts).to_have_text(["burst 1", "burst 2", "burst 3"])
+            expect(ann.message_box).to_have_value("a draft in progress")
+
+            ann.enter_room("general")  # they wait in their room
+            ann.enter_room(room)
+            expect(failed.locator(".content")).to_have_text(["burst 4", "burst 5"])
+            ann.page.wait_for_timeout(3000)  # the limit's window passes
+            failed.first.get_by_role("button", name="Retry").click()
+            expect(ann.message_texts.last).to_have_text("burst 4")
+            failed.first.get_by_role("button", name="Retry").click()
+            expect(ann.message_texts).to_have_text([f"burst {n}" for n in range(1, 6)])
+            expect(failed).to_have_count(0)
+            assert ann.errors == []
+        finally:
+            ann.close()
+
+
+def test_a_message_pending_when_its_room_is_left_is_still_delivered(visitors, server):
+    owner = server.new_user("owner")
+    room = new_room(server, owner)
+    ann = visitors()
+    ann.register(server.unique_username("ann"))
+
+    def hold_back(ws):  # the page's socket never gets this message to the server
+        to_server = ws.connect_to_server()
+        ws.on_message(lambda frame: None if "held back" in str(frame) else to_server.send(frame))
+
+    ann.page.route_web_socket(re.compile(r".*/ws/.*"), hold_back)
+    ann.enter_room(room)
+    ann.send("held back")
+    expect(ann.page.locator("#messages .message.pending")).to_have_count(1)
+    ann.enter_room("general")
+    ann.page.wait_for_timeout(500)
+    assert [message["content"] for message in server.history_after(owner.access_token, room)] == ["held back"]
+    ann.enter_room(room)
+    expect(ann.message_texts).to_have_text(["held back"])
+    expect(ann.page.locator("#messages .message.pending, #messages .message.failed")).to_have_count(0)
+    assert ann.errors == []
+
+
+def test_a_room_opened_while_the_server_is_unreachable_opens_once_it_is_back(visitors, server):
+    poster = server.new_user("poster")
+    room = new_room(server, poster)
+    assert server.post_message(poster.access_token, room, "already here").status == 201
+    ann = visitors()
+    ann.register(server.unique_username("ann"))
+    unreachable = re.compile(r".*/(messages/|ws-ticket).*")
+    ann.page.route(unreachable, lambda route: route.abort("connectionrefused"))
+    ann.page.get_by_role("button", name=room, exact=True).click()
+    expect(ann.status).to_have_text(re.compile("reconnecting"))
+    ann.page.wait_for_timeout(1500)  # a few attempts fail
+    ann.page.unroute(unreachable)
+    expect(ann.status).to_have_text("connected", timeout=15_000)
+    expect(ann.message_texts).to_have_text(["already here"])
+    assert server.post_message(poster.access_token, room, "live").status == 201
+    expect(ann.message_texts.last).to_have_text("live")
+    assert ann.errors == []
+
+
+MESSAGES_AT_BOTTOM = """() => {
+  const list = document.getElementById("messages");
+  return list.scrollHeight > list.clientHeight && list.scrollHeight - list.scrollTop - list.clientHeight < 2;
+}"""
+
+
+def test_at_desktop_width_the_conversation_scrolls_inside_the_window(visitors, server):
+    poster = server.new_user("poster")
+    room = new_room(server, poster)
+    for n in range(1, 61):
+        assert server.post_message(poster.access_token, room, f"line {n}").status == 201
+    ann = visitors(viewport={"width": 1280, "height": 720})
+    ann.register(server.unique_username("ann"))
+    ann.enter_room(room)
+    expect(ann.message_texts).to_have_count(50)
+    page = ann.page
+    assert page.evaluate("document.documentElement.scrollHeight") <= 720
+    expect(ann.message_box).to_be_in_viewport()
+    expect(page.locator("#rooms")).to_be_in_viewport()
+    assert page.evaluate(MESSAGES_AT_BOTTOM)
+    expect(ann.message_texts.last).to_be_in_viewport()
+
+    assert server.post_message(poster.access_token, room, "live 1").status == 201
+    expect(ann.message_texts.last).to_have_text("live 1")
+    expect(ann.message_texts.last).to_be_in_viewport()
+    assert page.evaluate(MESSAGES_AT_BOTTOM)
+
+    page.evaluate("document.getElementById('messages').scrollTop = 0")  # reading back: left there
+    assert server.post_message(poster.access_token, room, "live 2").status == 201
+    expect(ann.message_texts.last).to_have_text("live 2")
+    assert page.evaluate("document.getElementById('messages').scrollTop") == 0
+    assert page.evaluate("document.documentElement.scrollHeight") <= 720
+
+
+def test_load_older_keeps_the_view_when_the_older_page_holds_own_messages(visitors, server):
+    poster = server.new_user("poster")
+    room = new_room(server, poster)
+    ann = visitors(viewport={"width": 1280, "height": 720})
+    ann.register(server.unique_username("ann"))
+    for n in range(1, 6):
+        assert server.post_message(access_token(ann.page), room, f"mine {n}").status == 201
+    for n in range(6, 61):
+        assert server.post_message(poster.access_token, room, f"old {n}").status == 201
+    ann.enter_room(room)
+    expect(ann.message_texts).to_have_count(50)
+    expect(ann.message_texts.first).to_have_text("old 11")
+    page = ann.page
+    page.evaluate("document.getElementById('messages').scrollTop = 0")
+    was_first = page.locator("#messages .message", has_text="old 11")
+    top_before = was_first.bounding_box()["y"]
+
+    page.get_by_role("button", name="Load older").click()
+    expect(ann.message_texts).to_have_count(60)
+    expect(ann.message_texts.first).to_have_text("mine 1")
+    assert abs(was_first.bounding_box()["y"] - top_before) < 5
+    assert not page.evaluate(MESSAGES_AT_BOTTOM)
+
+
+def test_a_long_username_fits_a_phone_screen(visitors, server):
+    name = server.unique_username("long")
+    name += "x" * (150 - len(name))  # the longest valid username
+    room = new_room(server, server.new_user("owner"))
+    ann = visitors(viewport={"width": 375, "height": 740})
+    ann.register(name)
+    ann.enter_room(room)
+    ann.send("hi")
+    expect(ann.message_texts.last).to_have_text("hi")
+    expect(ann.page.locator("#messages .notice")).to_have_text([f"{name} joined"])
+    expect(ann.online).to_have_text([name])
+    assert ann.page.evaluate("document.documentElement.scrollWidth") <= 375
+    expect(ann.page.locator("#whoami-name")).to_have_attribute("title", name)
+    expect(ann.online.first).to_have_attribute("title", name)
+    logout = ann.page.get_by_role("button", name="Log out").bounding_box()
+    assert logout["x"] >= 0 and logout["x"] + logout["width"] <= 375
+
+
+def test_the_message_box_counts_characters_as_the_server_does(visitors, server):
+    room = new_room(server, server.new_user("owner"))
+    ann = visitors()
+    ann.register(server.unique_username("ann"))
+    ann.enter_room(room)
+    emoji = "\U0001f600" * 2500  # 2,500 characters, 5,000 UTF-16 units
+    ann.message_box.fill(emoji)
+    expect(ann.message_box).to_have_value(emoji)
+    ann.message_box.press("Enter")
+    expect(ann.message_texts.last).to_have_text(emoji)
+
+    ann.message_box.fill("a" * 4001)
+    too_long = "The message is 4001 characters long; at most 4000 can be sent."
+    expect(ann.page.locator("#send-error")).to_have_text(too_long)
+    ann.message_box.press("Enter")
+    expect(ann.message_box).to_have_value("a" * 4001)  # kept to be shortened, not cut
+    ann.page.wait_for_timeout(300)
+    expect(ann.page.locator("#messages .message")).to_have_count(1)
+    ann.message_box.press("Backspace")
+    expect(ann.page.locator("#send-error")).to_have_text("")
+    ann.message_box.press("Enter")
+    expect(ann.message_texts.last).to_have_text("a" * 4000)

@@ -1,10 +1,21 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+
+class ChatPage(TemplateView):
+    """The web page; its message box counts against the server's own length limit."""
+
+    template_name = "chat/index.html"
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "max_message_length": settings.CHAT_MAX_MESSAGE_LENGTH}
+
+
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="chat/index.html"), name="index"),
+    path("", ChatPage.as_view(), name="index"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script from ?script=, so no script is inline (CSP).

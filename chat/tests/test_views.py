@@ -676,6 +676,14 @@ def test_index_is_an_html_page(api_client):
     assert response.content.lstrip().lower().startswith(b"<!doctype html>")
 
 
+def test_the_pages_message_box_counts_against_the_servers_length_limit(api_client, settings):
+    settings.CHAT_MAX_MESSAGE_LENGTH = 280
+
+    page = api_client.get("/").content.decode()
+
+    assert re.search(r'<textarea id="message-input"[^>]*data-max-length="280"', page)
+
+
 @pytest.mark.parametrize("path", ["/nope", "/messages/general/extra", "/api/", "/static/missing.js"])
 def test_unknown_path_is_a_json_404(api_client, path):
     response = api_client.get(path)

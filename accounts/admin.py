@@ -24,21 +24,28 @@ class UserAdmin(DjangoUserAdmin):
 
     @admin.action(description="Ban selected users (close their sockets, revoke tokens)", permissions=["ban"])
     def ban_users(self, request, queryset):
-        banned = [user for user in queryset if user_may_ban(actor=request.user, user=user)]
-        for user in banned:
-            user_ban(user=user, actor=request.user)
-        skipped = len(queryset) - len(banned)
-        self.message_user(
-            request,
-            f"Banned {len(banned)} user(s)." + (f" Skipped {skipped} (yourself or a superuser)." if skipped else ""),
-            messages.SUCCESS,
-        )
+        self._change_bans(request, queryset, ban=True)
 
     @admin.action(description="Unban selected users", permissions=["ban"])
     def unban_users(self, request, queryset):
-        for user in queryset:
-            user_unban(user=user, actor=request.user)
-        self.message_user(request, f"Unbanned {len(queryset)} user(s).", messages.SUCCESS)
+        self._change_bans(request, queryset, ban=False)
+
+    def _change_bans(self, request, queryset, *, ban: bool) -> None:
+        """Ban or unban, by the same rules both ways (user_may_ban); users already so are left alone,
+        so the audit log records only what changed."""
+        users = list(queryset)
+        to_change = [user for user in users if user.is_active == ban]
+        allowed = [user for user in to_change if user_may_ban(actor=request.user, user=user)]
+        for user in allowed:
+            (user_ban if ban else user_unban)(user=user, actor=request.user)
+        verb, state = ("Banned", "banned") if ban else ("Unbanned", "active")
+        skipped = [
+            f"{len(users) - len(to_change)} already {state}" if len(users) > len(to_change) else "",
+            f"{len(to_change) - len(allowed)} yourself or a superuser" if len(to_change) > len(allowed) else "",
+        ]
+        skipped = [part for part in skipped if part]
+        text = f"{verb} {len(allowed)} user(s)." + (f" Skipped {', '.join(skipped)}." if skipped else "")
+        self.message_user(request, text, messages.SUCCESS)
 
     def save_model(self, request, obj, form, change):
         activity_changed = change and "is_active" in form.changed_data

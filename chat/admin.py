@@ -3,6 +3,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from chat import services
 from chat.models import AuditEntry, Message, Mute, Room
@@ -91,8 +92,21 @@ class MessageAdmin(admin.ModelAdmin):
         services.message_delete(messages=queryset, actor=request.user)
 
 
+class MuteForm(forms.ModelForm):
+    class Meta:
+        model = Mute
+        fields = ("user", "room", "until")
+
+    def clean_until(self):
+        until = self.cleaned_data["until"]
+        if until is not None and until <= timezone.now():
+            raise ValidationError("A mute must end in the future.")
+        return until
+
+
 @admin.register(Mute)
 class MuteAdmin(admin.ModelAdmin):
+    form = MuteForm
     list_display = ("user", "room", "until", "created_by", "created")
     list_filter = ("room",)
     search_fields = ("user__username",)

@@ -233,6 +233,60 @@ def test_a_moderator_cannot_ban_themselves_or_a_superuser(admin_client, moderato
     assert audit() == []
 
 
+def test_a_moderator_cannot_unban_a_superuser_a_superuser_banned(admin_client, moderator):
+    root, banned_root = (UserFactory(username=name, is_superuser=True, is_staff=True) for name in ("root", "root2"))
+    client = Client()
+    client.force_login(root)
+    client.post("/admin/accounts/user/", {"action": "ban_users", "_selected_action": [banned_root.pk]})
+
+    response = admin_client.post(
+        "/admin/accounts/user/", {"action": "unban_users", "_selected_action": [banned_root.pk]}, follow=True
+    )
+
+    assert User.objects.get(pk=banned_root.pk).is_active is False
+    assert audit() == [("root", "ban", "user", "root2")]
+    assert [str(m) for m in response.context["messages"]] == ["Unbanned 0 user(s). Skipped 1 yourself or a superuser."]
+
+
+def test_banning_the_banned_or_unbanning_the_active_changes_nothing_and_records_nothing(admin_client, alice, bob):
+    admin_client.post("/admin/accounts/user/", {"action": "ban_users", "_selected_action": [alice.pk]}, follow=True)
+
+    again = admin_client.post(
+        "/admin/accounts/user/", {"action": "ban_users", "_selected_action": [alice.pk, bob.pk]}, follow=True
+    )
+    carol = UserFactory(username="carol")
+    active = admin_client.post(
+        "/admin/accounts/user/", {"action": "unban_users", "_selected_action": [carol.pk, alice.pk]}, follow=True
+    )
+
+    assert [str(m) for m in again.context["messages"]] == ["Banned 1 user(s). Skipped 1 already banned."]
+    assert [str(m) for m in active.context["messages"]] == ["Unbanned 1 user(s). Skipped 1 already active."]
+    assert audit() == [
+        ("mod", "ban", "user", "alice"),
+        ("mod", "ban", "user", "bob"),
+        ("mod", "unban", "user", "alice"),
+    ]
+
+
+def test_a_mute_that_has_already_ended_is_refused(admin_client, alice, general):
+    ended = timezone.localtime(timezone.now() - timedelta(minutes=1))
+
+    response = admin_client.post(
+        "/admin/chat/mute/add/",
+        {
+            "user": alice.pk,
+            "room": general.pk,
+            "until_0": ended.strftime("%Y-%m-%d"),
+            "until_1": ended.strftime("%H:%M:%S"),
+        },
+    )
+
+    assert response.status_code == 200  # the form again, with its error
+    assert response.context["adminform"].form.errors == {"until": ["A mute must end in the future."]}
+    assert not Mute.objects.exists()
+    assert audit() == []
+
+
 def test_a_moderator_sees_users_but_cannot_edit_them(admin_client, alice):
     assert admin_client.get("/admin/accounts/user/").status_code == 200
     response = admin_client.post(f"/admin/accounts/user/{alice.pk}/change/", {"username": "eve"})

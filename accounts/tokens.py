@@ -82,11 +82,23 @@ def _active_user_sql() -> str:
     )
 
 
+def _revoke(token: RefreshToken) -> None:
+    """Blacklist the token, or raise InvalidToken when another request blacklisted it first.
+
+    Loading the token checked the blacklist, but requests that carry the same token at once all
+    pass that check; the blacklist row is created once (its token is unique), so exactly one of
+    them revokes it and goes on to refresh or log out.
+    """
+    _, created = token.blacklist()
+    if not created:
+        raise InvalidToken("Token is blacklisted")
+
+
 def token_pair_refresh(*, refresh_token: str) -> TokenPair:
     """Rotate a refresh token: the old one is revoked, a new pair is issued."""
     token = _refresh_token_load(refresh_token)
     user = _active_user(token.payload.get("user_id"))
-    token.blacklist()
+    _revoke(token)
     return token_pair_issue(user=user)
 
 
@@ -95,7 +107,7 @@ def refresh_token_revoke(*, refresh_token: str, user: User) -> None:
     token = _refresh_token_load(refresh_token)
     if str(token.payload.get("user_id")) != str(user.pk):
         raise InvalidToken("Token belongs to another user")
-    token.blacklist()
+    _revoke(token)
 
 
 def refresh_tokens_revoke_all(*, user: User) -> None:

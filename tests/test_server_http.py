@@ -3,6 +3,8 @@
 import json
 import re
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
@@ -106,6 +108,32 @@ def test_protected_endpoints_answer_401_with_bearer_challenge(server):
         assert response.headers["www-authenticate"] == "Bearer"
         assert response.content_type == "application/json"
         assert set(response.json()) == {"detail"}
+
+
+def test_a_refresh_token_is_used_once_however_many_requests_race_with_it(server):
+    barrier = threading.Barrier(8)
+
+    def refresh(token: str):
+        barrier.wait()
+        return server.post("/token/refresh", json_body={"refresh_token": token})
+
+    def logout(access: str, token: str):
+        barrier.wait()
+        return server.post("/logout", json_body={"refresh_token": token}, token=access)
+
+    for _ in range(5):
+        user = server.new_user("racer")
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(refresh, [user.refresh_token] * 8))
+        assert sorted(answer.status for answer in answers) == [200] + [401] * 7
+        # The same between a logout and refreshes: one of them has the token, the others are refused
+        # (a logout that lost answers 400, as for any revoked token).
+        fresh = next(answer.json() for answer in answers if answer.status == 200)
+        with ThreadPoolExecutor(8) as pool:
+            calls = [pool.submit(logout, fresh["access_token"], fresh["refresh_token"])]
+            calls += [pool.submit(refresh, fresh["refresh_token"]) for _ in range(7)]
+            statuses = [call.result().status for call in calls]
+        assert sorted(statuses) in ([200, 400] + [401] * 6, [204] + [401] * 7), statuses
 
 
 def test_healthz(server):

@@ -234,6 +234,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # The health fields share one choice set; one enum name keeps `check --deploy` free of W001.
     "ENUM_NAME_OVERRIDES": {"HealthStateEnum": ["ok", "unavailable"]},
+    # The schema and its docs are public: a client's stale Bearer header must not make them 401.
+    "SERVE_AUTHENTICATION": [],
 }
 
 # --- Chat -----------------------------------------------------------------------------------

@@ -236,6 +236,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"HealthStateEnum": ["ok", "unavailable"]},
     # The schema and its docs are public: a client's stale Bearer header must not make them 401.
     "SERVE_AUTHENTICATION": [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chatproject.schema.add_unsupported_media_type",
+    ],
 }
 
 # --- Chat -----------------------------------------------------------------------------------

@@ -596,6 +596,26 @@ def test_the_schema_and_its_docs_ignore_a_stale_bearer_header_as_the_other_publi
     assert response.status_code == 200
 
 
+def test_every_operation_with_a_body_lists_the_415_it_answers_to_another_media_type(api_client, auth_client, schema):
+    with_body = [
+        (path, method) for path, ops in schema["paths"].items() for method, op in ops.items() if "requestBody" in op
+    ]
+    assert sorted(with_body) == [
+        ("/logout", "post"),
+        ("/messages/{room}", "post"),
+        ("/register", "post"),
+        ("/rooms", "post"),
+        ("/token", "post"),
+        ("/token/refresh", "post"),
+    ]
+    for path, method in with_body:
+        assert schema["paths"][path][method]["responses"]["415"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
+    response = auth_client.post("/rooms", "a room", content_type="text/plain")
+    assert (response.status_code, list(response.json())) == (415, ["detail"])
+
+
 def test_schema_is_openapi_3(api_client, schema):
     yaml_response = api_client.get("/api/schema/")
 

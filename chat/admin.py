@@ -21,6 +21,13 @@ class RoomAdminForm(forms.ModelForm):
             raise ValidationError("A room with that name already exists.")
         return name
 
+    def clean_title(self):
+        title = self.cleaned_data["title"]
+        error = services.room_title_error(title)
+        if error:
+            raise ValidationError(error)
+        return title
+
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):

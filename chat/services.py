@@ -1,5 +1,6 @@
 """Writes on rooms and messages. Every transport (REST, WebSocket, admin, commands) calls these."""
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -515,6 +516,9 @@ def room_unarchive(*, room: Room, actor: User | None = None) -> Room:
 @transaction.atomic
 def room_update(*, room: Room, title: str, actor: User | None = None) -> Room:
     """Change a room's title (its name is fixed: it is in clients' URLs)."""
+    error = room_title_error(title)
+    if error:
+        raise RoomRejected("title", error)
     room.title = title.strip()
     room.save(update_fields=["title"])
     audit_record(actor=actor, action="room_change", target=room, detail={"title": room.title})
@@ -528,6 +532,20 @@ class RoomRejected(Exception):
         self.detail = detail
 
 
+# What would make a title lie about itself in the room list: line breaks and other control characters,
+# and the bidirectional embeddings, overrides and isolates that reorder the text around them.
+_TITLE_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def room_title_error(title) -> str | None:
+    """Why `title` cannot be a room's title, or None."""
+    if not isinstance(title, str) or len(title) > ROOM_TITLE_MAX_LENGTH or not is_storable_text(title):
+        return f"Use a text of at most {ROOM_TITLE_MAX_LENGTH} characters."
+    if _TITLE_FORBIDDEN.search(title):
+        return "Use one line of text, without control or text-direction characters."
+    return None
+
+
 def room_create(*, user: User | None, name, title="", actor: User | None = None) -> Room:
     """Create a room; users' room creations count against CHAT_MESSAGE_RATE like their messages.
 
@@ -537,8 +555,9 @@ def room_create(*, user: User | None, name, title="", actor: User | None = None)
         raise RoomRejected("name", "Use 1-50 letters, digits, hyphens or underscores.")
     if title is None:
         title = ""
-    if not isinstance(title, str) or len(title) > ROOM_TITLE_MAX_LENGTH or not is_storable_text(title):
-        raise RoomRejected("title", f"Use a text of at most {ROOM_TITLE_MAX_LENGTH} characters.")
+    error = room_title_error(title)
+    if error:
+        raise RoomRejected("title", error)
     if Room.objects.filter(name__iexact=name).exists():
         raise RoomRejected("name", "A room with that name already exists.")
     if user is not None:

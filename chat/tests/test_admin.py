@@ -287,6 +287,19 @@ def test_a_mute_that_has_already_ended_is_refused(admin_client, alice, general):
     assert audit() == []
 
 
+def test_a_room_title_that_would_reorder_the_room_list_is_refused_in_the_admin(admin_client, general):
+    added = admin_client.post("/admin/chat/room/add/", {"name": "spoof", "title": "cats \u202egnp.exe"})
+    changed = admin_client.post(f"/admin/chat/room/{general.pk}/change/", {"title": "General\u2066"})
+
+    for response in (added, changed):
+        assert response.status_code == 200  # the form again, with its error
+        assert response.context["adminform"].form.errors == {
+            "title": ["Use one line of text, without control or text-direction characters."]
+        }
+    assert not Room.objects.filter(name="spoof").exists()
+    assert Room.objects.get(pk=general.pk).title == "General"
+
+
 def test_a_moderator_sees_users_but_cannot_edit_them(admin_client, alice):
     assert admin_client.get("/admin/accounts/user/").status_code == 200
     response = admin_client.post(f"/admin/accounts/user/{alice.pk}/change/", {"username": "eve"})

@@ -14,6 +14,15 @@ def test_create_room_then_it_is_listed_at_once(auth_client):
     assert APIClient().get("/rooms").json()["rooms"][-1] == {"name": "book-club", "title": "Book club", "online": 0}
 
 
+ONE_LINE = "Use one line of text, without control or text-direction characters."
+
+
+def test_a_title_may_hold_any_script_and_emoji_sequences(auth_client):
+    title = "Ελληνικά עברית 中文 👩\u200d💻"  # the zero-width joiner of the emoji sequence is allowed
+    response = auth_client.post("/rooms", {"name": "world", "title": title}, format="json")
+    assert (response.status_code, response.json()["title"]) == (201, title)
+
+
 def test_title_is_optional(auth_client):
     response = auth_client.post("/rooms", {"name": "quiet"}, format="json")
     assert (response.status_code, response.json()) == (201, {"name": "quiet", "title": "", "online": 0})
@@ -38,6 +47,10 @@ def test_a_null_title_is_no_title_as_the_schema_says(auth_client, api_client):
         ({"name": 7}, {"name": ["Use 1-50 letters, digits, hyphens or underscores."]}),
         ({"name": "ok", "title": "t" * 201}, {"title": ["Use a text of at most 200 characters."]}),
         ({"name": "ok", "title": 5}, {"title": ["Use a text of at most 200 characters."]}),
+        ({"name": "ok", "title": "cats \u202egnp.exe"}, {"title": [ONE_LINE]}),
+        ({"name": "ok", "title": "\u2067isolated"}, {"title": [ONE_LINE]}),
+        ({"name": "ok", "title": "two\nlines"}, {"title": [ONE_LINE]}),
+        ({"name": "ok", "title": "bell\x07"}, {"title": [ONE_LINE]}),
         ({"title": "no name"}, {"name": ["This field is required."]}),
         (["general"], {"non_field_errors": ["Expected a JSON object."]}),
     ],

@@ -4,7 +4,7 @@
 
 The options are daphne's names for the same things, so either launcher fits the same command line.
 Logging is Django's (settings.LOGGING: JSON, tokens redacted in every line): uvicorn's own logging
-setup and access log are off; chat.http logs every HTTP request and chat.ws every WebSocket close.
+setup and access log are off; chat.http logs every HTTP request and chat.ws every close the server makes.
 
 WebSocket compression (permessage-deflate) is off: chat events are small, and a deflate context
 costs each socket tens of KiB and every frame CPU (`--ws-per-message-deflate` turns it on).
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _log_until_django_configures_logging() -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(PlainFormatter() if os.environ.get("LOG_FORMAT") == "plain" else JsonFormatter())
+    handler.setFormatter(PlainFormatter() if os.environ.get("LOG_FORMAT", "").lower() == "plain" else JsonFormatter())
     logging.basicConfig(handlers=[handler], level=logging.INFO)
 
 

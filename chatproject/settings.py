@@ -22,8 +22,22 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
+_TRUE, _FALSE = {"true", "1", "yes", "y", "on", "ok"}, {"false", "0", "no", "n", "off"}
+
+
+def _bool(name: str, default: bool) -> bool:
+    """A true/false setting (empty: the default); one it cannot read stops the start: django-environ
+    would take it as false, and a `# comment` systemd kept in the value would turn a protection off."""
+    raw = env.str(name, default="").strip().lower()
+    if not raw:
+        return default
+    if raw not in _TRUE | _FALSE:
+        raise ImproperlyConfigured(f"{name} must be true or false (or 1/0, yes/no, on/off), not {raw!r}.")
+    return raw in _TRUE
+
+
 PRODUCTION = env.str("DJANGO_ENV", default="development").lower() == "production"
-DEBUG = env.bool("DJANGO_DEBUG", default=False)
+DEBUG = _bool("DJANGO_DEBUG", default=False)
 
 
 def _secret_key() -> str:
@@ -133,7 +147,7 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
 HTTP_THREADS = env.int("HTTP_THREADS", default=32)
 # A plain GET /messages/<room> is answered below Django's request handling, on the same threads
 # (chat/fast_history.py); off, Django answers it like every other request.
-HISTORY_FAST_PATH = env.bool("HISTORY_FAST_PATH", default=True)
+HISTORY_FAST_PATH = _bool("HISTORY_FAST_PATH", default=True)
 # Requests that may wait long for a password hashing slot: each on a thread of its own, as Django
 # runs every request, so that a burst of logins never holds the threads the rest of the API needs.
 HTTP_OWN_THREAD_PATHS = ("/token", "/register")
@@ -307,7 +321,7 @@ if PRODUCTION:
         raise ImproperlyConfigured('DJANGO_ALLOWED_HOSTS must name the hosts served, not "*", in production.')
     # TLS ends at the proxy, which must overwrite this header; nodes must be reachable only through it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    SECURE_SSL_REDIRECT = _bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
     # Load balancers probe each node over plain HTTP.
     SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
     SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31536000)

@@ -87,3 +87,24 @@ def test_a_server_that_cannot_start_says_why_in_one_json_line(tmp_path):
     assert (line["level"], line["logger"]) == ("CRITICAL", "daphne.cli")
     assert "DJANGO_SECRET_KEY must be set" in line["event"]
     assert "Traceback" in line["exception"]
+
+
+def test_uvicorns_start_failure_is_plain_for_log_format_plain_in_any_case(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "chatproject.serve_uvicorn", "-p", "1"],
+        cwd=BASE_DIR,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "DJANGO_ENV": "production",
+            "LOG_FORMAT": "PLAIN",  # the settings read it in any case: so does the line before them
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert " CRITICAL chatproject.serve server failed to start: " in result.stderr
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+    assert not result.stderr.lstrip().startswith("{")

@@ -191,6 +191,26 @@ def test_debug_is_read_and_does_not_switch_production(dev_env, value, debug):
     assert loaded["SECURE_SSL_REDIRECT"] is False
 
 
+@pytest.mark.parametrize(
+    "name", ["DJANGO_SECURE_SSL_REDIRECT", "DJANGO_DEBUG", "HISTORY_FAST_PATH"], ids=["redirect", "debug", "fast-path"]
+)
+@pytest.mark.parametrize("value", ["true    # keep it: turning it off fails `check --deploy`", "yes please", "2"])
+def test_a_true_false_setting_that_cannot_be_read_stops_the_start(key_file, name, value):
+    # systemd's EnvironmentFile= keeps a comment after a value; read as false, it turned the redirect off.
+    result = run_settings({"DJANGO_ENV": "production", "DJANGO_SECRET_KEY": "k" * 50, name: value})
+
+    assert result.returncode != 0
+    assert f"django.core.exceptions.ImproperlyConfigured: {name} must be true or false" in result.stderr
+
+
+@pytest.mark.parametrize(("value", "redirect"), [("on", True), ("FALSE", False), ("", True)])
+def test_the_https_redirect_reads_the_usual_words_and_an_empty_value_is_the_default(key_file, value, redirect):
+    loaded = load_settings(
+        {"DJANGO_ENV": "production", "DJANGO_SECRET_KEY": "k" * 50, "DJANGO_SECURE_SSL_REDIRECT": value}
+    )
+    assert loaded["SECURE_SSL_REDIRECT"] is redirect
+
+
 def test_allowed_hosts_are_read(dev_env):
     loaded = load_settings({**dev_env, "DJANGO_ALLOWED_HOSTS": "chat.example.com,10.0.0.5"})
 

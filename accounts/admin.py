@@ -39,11 +39,11 @@ class UserAdmin(DjangoUserAdmin):
         for user in allowed:
             (user_ban if ban else user_unban)(user=user, actor=request.user)
         verb, state = ("Banned", "banned") if ban else ("Unbanned", "active")
-        skipped = [
-            f"{len(users) - len(to_change)} already {state}" if len(users) > len(to_change) else "",
-            f"{len(to_change) - len(allowed)} yourself or a superuser" if len(to_change) > len(allowed) else "",
-        ]
-        skipped = [part for part in skipped if part]
+        skipped = []
+        if len(users) > len(to_change):
+            skipped.append(f"{len(users) - len(to_change)} already {state}")
+        if len(to_change) > len(allowed):
+            skipped.append(f"{len(to_change) - len(allowed)} yourself or a superuser")
         text = f"{verb} {len(allowed)} user(s)." + (f" Skipped {', '.join(skipped)}." if skipped else "")
         self.message_user(request, text, messages.SUCCESS)
 

@@ -3,7 +3,6 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.utils import timezone
 
 from chat import services
 from chat.models import AuditEntry, Message, Mute, Room
@@ -106,8 +105,9 @@ class MuteForm(forms.ModelForm):
 
     def clean_until(self):
         until = self.cleaned_data["until"]
-        if until is not None and until <= timezone.now():
-            raise ValidationError("A mute must end in the future.")
+        error = until is not None and services.mute_until_error(until)
+        if error:
+            raise ValidationError(error)
         return until
 
 

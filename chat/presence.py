@@ -12,6 +12,8 @@ from collections import defaultdict
 class InProcessPresence:
     """Presence for a single server process. Thread-safe: REST views read it from worker threads."""
 
+    shared = False  # another process (a manage.py command) sees nothing of it
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # room id -> user id -> set of channel names

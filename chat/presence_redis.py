@@ -79,6 +79,8 @@ return gone
 
 
 class RedisPresence:
+    shared = True  # every process of the deployment reads the same presence
+
     def __init__(self, *, url: str, prefix: str, ttl: int, timeout: float = 2.0) -> None:
         self.url = url
         self.prefix = f"{prefix}:presence"

@@ -471,6 +471,13 @@ def message_delete(*, messages: Iterable[Message], actor: User | None = None) ->
     return deleted
 
 
+def mute_until_error(until: datetime) -> str | None:
+    """Why a mute cannot end at `until`, or None."""
+    if until <= timezone.now():
+        return "A mute must end in the future."
+    return None
+
+
 @transaction.atomic
 def mute_create(*, user: User, room: Room, until: datetime, actor: User | None = None) -> Mute:
     """Forbid the user to post in the room until `until`."""

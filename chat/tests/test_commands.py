@@ -93,6 +93,8 @@ async def test_list_rooms_shows_online_as_unknown_with_in_process_presence(gener
 class SharedPresence:
     """Presence every process shares (Redis): its counts are the server's."""
 
+    shared = True
+
     def online_counts(self, room_ids: list[int]) -> dict[int, int]:
         return dict.fromkeys(room_ids, 3)
 

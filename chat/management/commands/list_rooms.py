@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand
 from django.db.models import Count, Max
 
 from chat.models import Room
-from chat.presence import InProcessPresence, presence
+from chat.presence import presence
 
 HEADERS = ("NAME", "TITLE", "ONLINE", "MESSAGES", "LAST ACTIVITY")
 
@@ -30,7 +30,7 @@ class Command(BaseCommand):
             )
         )
         # In-process presence lives in the server's process: this one's is always empty, and 0 would be wrong.
-        known = not isinstance(presence, InProcessPresence)
+        known = presence.shared
         online = presence.online_counts([r.pk for r in rooms]) if known else {}
         rows = [HEADERS] + [
             (

@@ -539,16 +539,17 @@ class RoomRejected(Exception):
         self.detail = detail
 
 
-# What would make a title lie about itself in the room list: line breaks and other control characters,
-# and the bidirectional embeddings, overrides and isolates that reorder the text around them.
-_TITLE_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# What would make a title lie about itself in the room list: line breaks (the line and paragraph
+# separators too) and other control characters, and the bidirectional embeddings, overrides and isolates
+# that reorder the text around them.
+_TITLE_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def room_title_error(title) -> str | None:
     """Why `title` cannot be a room's title, or None."""
-    if not isinstance(title, str) or len(title) > ROOM_TITLE_MAX_LENGTH or not is_storable_text(title):
+    if not isinstance(title, str) or len(title) > ROOM_TITLE_MAX_LENGTH:
         return f"Use a text of at most {ROOM_TITLE_MAX_LENGTH} characters."
-    if _TITLE_FORBIDDEN.search(title):
+    if _TITLE_FORBIDDEN.search(title) or not is_storable_text(title):
         return "Use one line of text, without control or text-direction characters."
     return None
 

@@ -6,7 +6,14 @@ from django.db.models.functions import Lower
 
 class CaseInsensitiveUserManager(UserManager):
     def get_by_natural_key(self, username):
-        """Log in as "alice" or "Alice" alike: names are unique regardless of case."""
+        """Log in as "alice" or "Alice" alike: names are unique regardless of case.
+
+        Names are ASCII, and a name that is not cannot be anyone's: PostgreSQL's case folding would
+        otherwise find "alice" for "alıce" (dotless i) or "ſam" (long s) for "sam", and the failed
+        logins counted under one spelling would leave the others free to guess.
+        """
+        if not username.isascii():
+            raise self.model.DoesNotExist
         return self.get(username__iexact=username)
 
 

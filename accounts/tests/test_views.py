@@ -271,6 +271,14 @@ def test_token_username_is_case_insensitive(api_client, user, username):
     assert_token_pair(response, user)
 
 
+@pytest.mark.parametrize("username", ["al\u0131ce", "\u0430lice", "alice\u200b", "\uff41lice"])
+def test_token_a_name_that_only_folds_or_looks_like_a_users_name_is_unknown(api_client, user, username):
+    # On PostgreSQL, UPPER('ı') is 'I': without the ASCII rule "alıce" logged in as alice.
+    response = post_form(api_client, "/token", {"username": username, "password": DEFAULT_PASSWORD})
+
+    assert_unauthorized(response, BAD_CREDENTIALS)
+
+
 def test_token_wrong_password_is_401(api_client, user):
     response = post_form(api_client, "/token", {"username": "alice", "password": "wrong-horse-battery"})
 

@@ -316,6 +316,23 @@ def test_failed_logins_lock_the_username_for_new_addresses_but_not_for_known_one
 
 
 @pytest.mark.django_db
+def test_a_locked_username_is_not_guessed_under_spellings_that_fold_to_it(settings):
+    settings.LOGIN_FAILURE_RATE = "2/15min"
+    UserFactory(username="isis")
+    client = APIClient()
+
+    def login(username, password):
+        return client.post("/token", {"username": username, "password": password}, format="json")
+
+    for _ in range(2):
+        assert login("isis", "guess-1234").status_code == 401
+    assert_rate_limited(login("isis", DEFAULT_PASSWORD), window=900)
+    # PostgreSQL folds the dotless i and the long s to I and S: each spelling had a budget of its own.
+    for spelling in ["\u0131sis", "is\u0131s", "\u0131\u017fi\u017f", "i\u017fis"]:
+        assert login(spelling, DEFAULT_PASSWORD).status_code == 401
+
+
+@pytest.mark.django_db
 def test_failed_logins_from_a_known_address_are_limited_on_their_own(settings):
     settings.LOGIN_FAILURE_RATE = "2/min"
     UserFactory(username="owner")

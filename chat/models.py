@@ -3,6 +3,7 @@ import re
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 # What a room's name can be (Room.name: a slug of at most 50 characters). Anything else names no
 # room, and is not sent to the database (PostgreSQL refuses text with a NUL in it).
@@ -22,6 +23,14 @@ class Room(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            # Names are unique ignoring case, also between two creations at the same moment.
+            models.UniqueConstraint(
+                Lower("name"),
+                name="chat_room_name_ci_unique",
+                violation_error_message="A room with that name already exists.",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -4,8 +4,9 @@ A ban closes its user's sockets through the channel layer (events.publish_user_d
 A publish made while Redis is unreachable, or from a command that does not share the server's
 layer (the in-process default), is lost. So every CHAT_DEACTIVATION_CHECK_SECONDS each server
 process asks the database which users of its open sockets are no longer active and closes their
-sockets with 4003, as the broadcast would have. Meanwhile none of their messages is stored: the
-writer refuses senders who are not active (services.PosterDeactivated).
+sockets with 4003, as the broadcast would have; so are the sockets of users deleted meanwhile (a
+deletion broadcasts nothing). Meanwhile none of their messages is stored: the writer refuses senders
+who are not active or no longer exist (services.PosterDeactivated).
 """
 
 import asyncio

@@ -75,9 +75,10 @@ def message_range(*, room_id: int, after: int, upto: int) -> list[Message]:
 
 
 def inactive_user_ids(*, user_ids: list[int]) -> list[int]:
-    """Which of these users are deactivated (banned), a few hundred ids per query."""
+    """Which of these users are deactivated (banned) or deleted, a few hundred ids per query."""
     found: list[int] = []
     for start in range(0, len(user_ids), 500):
         chunk = user_ids[start : start + 500]
-        found += User.objects.filter(pk__in=chunk, is_active=False).values_list("pk", flat=True)
+        active = set(User.objects.filter(pk__in=chunk, is_active=True).values_list("pk", flat=True))
+        found += [user_id for user_id in chunk if user_id not in active]
     return found

@@ -239,7 +239,7 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
 
     Returns {room id: (last_seq, archived)}, the stored repeats of the batch's client_ids
     ({(user, room, client_id): Message}), the running mutes' ends ({(user, room): until}), and the
-    ids of senders banned since their socket or token was accepted.
+    ids of senders banned or deleted since their socket or token was accepted.
     The rooms' rows are locked in id order (batches never deadlock); the locks serialise writers
     of a room, so seq follows commit order. SQLite has no row locks; its IMMEDIATE transaction
     already holds the database's write lock. A repeat stored meanwhile by another process's
@@ -273,9 +273,10 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
         f"SELECT {MUTE}, m.user_id, m.room_id, 0, NULL FROM {sql.table(Mute)} m JOIN posters p "
         "ON m.user_id = p.user_id AND m.room_id = p.room_id WHERE m.until > %s"
     )
+    # Banned, or deleted: a deleted sender's row would fail the whole batch on its foreign key.
     parts.append(
-        f"SELECT {DEACTIVATED}, u.id, 0, 0, NULL FROM {sql.table(User)} u "
-        "WHERE u.id IN (SELECT user_id FROM posters) AND NOT u.is_active"
+        f"SELECT {DEACTIVATED}, p.user_id, 0, 0, NULL FROM posters p WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {sql.table(User)} u WHERE u.id = p.user_id AND u.is_active)"
     )
     rows = sql.rows(f"WITH {', '.join(tables)} {' UNION ALL '.join(parts)}", params, server_binding=arrays)
     rooms = {row[1]: (row[2], bool(row[3])) for row in rows if row[0] == ROOM}

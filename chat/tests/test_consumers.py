@@ -412,14 +412,20 @@ def ban_without_broadcast(user) -> None:
     User.objects.filter(pk=user.pk).update(is_active=False)
 
 
+def delete_user(user) -> None:
+    """An account deleted (in the admin, at the shell): no broadcast at all."""
+    User.objects.filter(pk=user.pk).delete()
+
+
+@pytest.mark.parametrize("end_account", [ban_without_broadcast, delete_user])
 async def test_a_banned_users_send_closes_their_socket_4003_and_stores_nothing_when_the_ban_was_not_heard(
-    sockets, alice, bob, settings
+    sockets, alice, bob, settings, end_account
 ):
     settings.CHAT_DEACTIVATION_CHECK_SECONDS = 60  # not the periodic check: the send itself
     banned = await enter(sockets, alice)
     bystander = await enter(sockets, bob)
     assert await receive(banned) == member_event("join", bob)
-    await sync_to_async(ban_without_broadcast)(alice)
+    await sync_to_async(end_account)(alice)
 
     await banned.send_to(text_data="still talking")
 
@@ -428,14 +434,17 @@ async def test_a_banned_users_send_closes_their_socket_4003_and_stores_nothing_w
     assert await silent(bystander)
 
 
-async def test_the_sockets_of_a_user_banned_unheard_close_4003_at_the_next_check(sockets, alice, bob, settings):
+@pytest.mark.parametrize("end_account", [ban_without_broadcast, delete_user])
+async def test_the_sockets_of_a_user_banned_unheard_close_4003_at_the_next_check(
+    sockets, alice, bob, settings, end_account
+):
     settings.CHAT_DEACTIVATION_CHECK_SECONDS = 0.2
     first_tab = await enter(sockets, alice)
     other_room = await enter(sockets, alice, "python")
     bystander = await enter(sockets, bob)
     assert await receive(first_tab) == member_event("join", bob)
 
-    await sync_to_async(ban_without_broadcast)(alice)
+    await sync_to_async(end_account)(alice)
 
     for communicator in (first_tab, other_room):
         assert await communicator.receive_output(timeout=3) == CLOSE_DEACTIVATED

@@ -563,6 +563,23 @@ def test_a_sender_banned_after_their_token_was_accepted_is_refused_and_nothing_i
 
 
 @pytest.mark.django_db
+def test_a_deleted_sender_is_refused_without_failing_the_others_in_the_batch(general, user):
+    other_user = UserFactory()
+    User.objects.filter(pk=user.pk).delete()  # `user` is the socket's copy, still in memory
+
+    outcomes = services.message_create_many(
+        [
+            services.MessageRequest(room=general, user=user, content="gone"),
+            services.MessageRequest(room=general, user=other_user, content="fine"),
+        ]
+    )
+
+    assert isinstance(outcomes[0], services.PosterDeactivated)
+    assert outcomes[1].message.seq == 1
+    assert list(Message.objects.values_list("content", "seq")) == [("fine", 1)]
+
+
+@pytest.mark.django_db
 def test_an_archived_room_refuses_messages_until_unarchived(general, user):
     services.room_archive(room=general)
     with pytest.raises(services.MessageForbidden) as refused:

@@ -144,10 +144,12 @@ class MeView(APIView):
 class WsTicketView(APIView):
     @extend_schema(
         request=None,
-        responses={200: WsTicketSerializer, 401: ErrorSerializer, 503: ErrorSerializer},
+        responses={200: WsTicketSerializer, 401: ErrorSerializer, 429: RateLimitedSerializer, 503: ErrorSerializer},
+        parameters=[RETRY_AFTER_HEADER],
         summary="A single-use ticket for /ws/{room}?ticket=... (valid 30 s)",
     )
     def post(self, request):
+        hit("ws-ticket", str(request.user.pk), parse_rate(settings.WS_TICKET_RATE))
         try:
             ticket = ws_ticket_issue(user=request.user, access_expires_at=float(request.auth["exp"]))
         except Exception:

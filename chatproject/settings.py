@@ -194,7 +194,7 @@ else:
             "CONFIG": {"capacity": 10_000, "group_expiry": 10 * 365 * 24 * 3600},
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "chatproject.cache.LocalCache"}}
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
@@ -281,6 +281,7 @@ def _rate(name: str, default: str) -> str:
 AUTH_RATE = _rate("AUTH_RATE", "10/min")  # /register and /token, each, per client IP
 LOGIN_FAILURE_RATE = _rate("LOGIN_FAILURE_RATE", "10/15min")  # failed logins per username
 CHAT_MESSAGE_RATE = _rate("CHAT_MESSAGE_RATE", "20/10s")  # sends per user, every transport
+WS_TICKET_RATE = _rate("WS_TICKET_RATE", "60/min")  # POST /ws-ticket per user
 CHAT_MAX_CONNECTIONS_PER_USER = env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=20)  # 0: unlimited
 # Addresses (or networks) of proxies whose X-Forwarded-For is believed; empty: the socket's peer is the client.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])

@@ -217,6 +217,7 @@ def server_env(workdir: Path, extra_env: Mapping[str, str]) -> dict[str, str]:
         "AUTH_RATE": "0",
         "LOGIN_FAILURE_RATE": "0",
         "CHAT_MESSAGE_RATE": "0",
+        "WS_TICKET_RATE": "0",
         **extra_env,
     }
 

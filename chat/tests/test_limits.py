@@ -462,6 +462,36 @@ async def test_a_ticket_of_a_user_deactivated_since_is_refused(sockets, alice):
 
 
 @pytest.mark.django_db
+def test_tickets_are_limited_per_user(settings):
+    settings.WS_TICKET_RATE = "2/min"
+    alice, bob = UserFactory(), UserFactory()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(alice)}")
+    assert [client.post("/ws-ticket").status_code for _ in range(2)] == [200, 200]
+    assert_rate_limited(client.post("/ws-ticket"))
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(bob)}")
+    assert client.post("/ws-ticket").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_flood_of_tickets_does_not_make_the_server_forget_a_failed_login_lock(settings):
+    # Without Redis the limits share a process's cache with the tickets; Django's LocMemCache held 300
+    # entries and dropped the oldest, counters included, whether or not they had expired.
+    settings.LOGIN_FAILURE_RATE = "2/15min"
+    UserFactory(username="victim")
+    alice = UserFactory()
+    login = APIClient()
+    for _ in range(2):
+        assert login.post("/token", {"username": "victim", "password": "guess-1234"}, format="json").status_code == 401
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(alice)}")
+
+    assert {client.post("/ws-ticket").status_code for _ in range(400)} == {200}
+
+    assert_rate_limited(login.post("/token", {"username": "victim", "password": DEFAULT_PASSWORD}, format="json"), 900)
+
+
+@pytest.mark.django_db
 def test_a_ticket_needs_a_bearer_token():
     response = APIClient().post("/ws-ticket")
     assert response.status_code == 401

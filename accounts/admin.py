@@ -1,8 +1,12 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
+from accounts.forms import AdminLoginForm
 from accounts.models import User
 from accounts.services import BAN_PERMISSION, user_ban, user_may_ban, user_unban
+
+# The admin's password check is rate limited as POST /token's is, in the same counters.
+admin.site.login_form = AdminLoginForm
 
 
 @admin.register(User)

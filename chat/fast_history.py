@@ -51,7 +51,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
-from accounts.authentication import BearerAuthentication
+from accounts.authentication import BearerAuthentication, header_schemes
 from accounts.models import User
 from chat import selectors, sql
 from chat.events import message_payload_from_row
@@ -264,7 +264,7 @@ class FastHistory:
             logger.warning("history fast path off: settings it does not follow (chat.fast_history.applicable)")
         self.bounds, self.defaults = query_rules()
         self.authentication = BearerAuthentication()
-        self.auth_types = {kind.encode("latin-1") for kind in jwt_settings.AUTH_HEADER_TYPES}
+        self.auth_types = set(header_schemes())  # lower-cased
         self.headers = {secure: response_headers(secure=secure) for secure in (False, True)}
         self.paused_until = 0.0  # after a failure to reach the database, Django answers for a while
 
@@ -306,7 +306,7 @@ class FastHistory:
         if not cookies_left_alone(headers.get(b"cookie")):
             return None
         parts = headers.get(b"authorization", b"").split()
-        if len(parts) != 2 or parts[0] not in self.auth_types:
+        if len(parts) != 2 or parts[0].lower() not in self.auth_types:
             return None
         arguments = query_arguments(scope.get("query_string", b""), self.bounds)
         if arguments is None:

@@ -488,6 +488,17 @@ def test_me_without_token_is_401(api_client):
     assert_unauthorized(api_client.get("/users/me"), NOT_PROVIDED)
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_me_reads_the_scheme_in_any_case_as_token_type_gives_it(api_client, user, scheme):
+    token = api_client.post("/token", {"username": "alice", "password": DEFAULT_PASSWORD}, format="json").json()
+    assert token["token_type"] == "bearer"
+    api_client.credentials(HTTP_AUTHORIZATION=f"{scheme} {token['access_token']}")
+
+    response = api_client.get("/users/me")
+
+    assert (response.status_code, response.json()["username"]) == (200, "alice")
+
+
 def test_me_with_other_auth_scheme_is_401(api_client, user):
     api_client.credentials(HTTP_AUTHORIZATION=f"Basic {base64.b64encode(b'alice:' + DEFAULT_PASSWORD.encode())}")
 

@@ -203,6 +203,18 @@ async def test_these_requests_are_answered_fast_too(servers, history, auth, name
     assert without_request_id(fast) == without_request_id(django)
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER"])
+async def test_the_scheme_is_read_in_any_case_as_django_reads_it(servers, history, auth, scheme):
+    name, value = auth
+    django, fast, passed_on = await both(
+        servers(), "/messages/general", headers=[(name, value.replace("Bearer", scheme))]
+    )
+
+    assert not passed_on
+    assert django[0] == 200
+    assert without_request_id(fast) == without_request_id(django)
+
+
 async def test_the_callers_request_id_is_echoed(servers, history, auth):
     headers = [auth, ("X-Request-ID", "trace-42")]
     django, fast, passed_on = await both(servers(), "/messages/general", headers=headers)

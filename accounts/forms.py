@@ -5,8 +5,7 @@ import math
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 
-from accounts.services import user_login
-from accounts.views import limit_per_address
+from accounts.services import limit_per_address, user_login
 from chatproject.ratelimit import RateLimited
 
 

@@ -13,6 +13,7 @@ from django.db import IntegrityError, close_old_connections, connections, transa
 from accounts.models import User
 from accounts.tokens import refresh_tokens_revoke_all
 from chatproject.ratelimit import RateLimited, hit, parse_rate, peek, remember, remembers
+from chatproject.ratelimit import client_ip as client_address
 
 KNOWN_ADDRESS_SECONDS = 30 * 24 * 3600
 
@@ -112,6 +113,13 @@ def user_unban(*, user: User, actor: User | None = None) -> User:
     user_set_active(user=user, active=True)
     audit_record(actor=actor, action="unban", target=user)
     return user
+
+
+def limit_per_address(request, scope: str) -> str:
+    """Count one request of this client address against AUTH_RATE; return the address."""
+    address = client_address(request.META, settings.TRUSTED_PROXIES)
+    hit(scope, address, parse_rate(settings.AUTH_RATE))
+    return address
 
 
 def user_login(*, request, username: str, password: str, client_ip: str) -> User | None:

@@ -18,21 +18,14 @@ from accounts.serializers import (
     UserSerializer,
     WsTicketSerializer,
 )
-from accounts.services import UsernameTaken, user_login, user_register
+from accounts.services import UsernameTaken, limit_per_address, user_login, user_register
 from accounts.tickets import ws_ticket_issue
 from chatproject.errors import RETRY_AFTER_HEADER, ErrorSerializer, RateLimitedSerializer, ValidationErrorSerializer
-from chatproject.ratelimit import client_ip, hit, parse_rate
+from chatproject.ratelimit import hit, parse_rate
 
 logger = logging.getLogger("chat.accounts")
 
 BAD_CREDENTIALS = {"detail": "Incorrect username or password"}
-
-
-def limit_per_address(request, scope: str) -> str:
-    """Count one request of this client address against AUTH_RATE; return the address."""
-    address = client_ip(request.META, settings.TRUSTED_PROXIES)
-    hit(scope, address, parse_rate(settings.AUTH_RATE))
-    return address
 
 
 def unauthorized(detail: str) -> Response:

@@ -150,7 +150,7 @@ HTTP_THREADS = env.int("HTTP_THREADS", default=32)
 HISTORY_FAST_PATH = _bool("HISTORY_FAST_PATH", default=True)
 # Requests that may wait long for a password hashing slot: each on a thread of its own, as Django
 # runs every request, so that a burst of logins never holds the threads the rest of the API needs.
-HTTP_OWN_THREAD_PATHS = ("/token", "/register")
+HTTP_OWN_THREAD_PATHS = ("/token", "/register", "/admin/login/")
 
 # --- Channel layer and cache ----------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -278,8 +278,8 @@ def _rate(name: str, default: str) -> str:
     return text
 
 
-AUTH_RATE = _rate("AUTH_RATE", "10/min")  # /register and /token, each, per client IP
-LOGIN_FAILURE_RATE = _rate("LOGIN_FAILURE_RATE", "10/15min")  # failed logins per username
+AUTH_RATE = _rate("AUTH_RATE", "10/min")  # /register and logins (/token, the admin's), each, per client IP
+LOGIN_FAILURE_RATE = _rate("LOGIN_FAILURE_RATE", "10/15min")  # failed logins per username, /token and admin
 CHAT_MESSAGE_RATE = _rate("CHAT_MESSAGE_RATE", "20/10s")  # sends per user, every transport
 WS_TICKET_RATE = _rate("WS_TICKET_RATE", "60/min")  # POST /ws-ticket per user
 CHAT_MAX_CONNECTIONS_PER_USER = env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=20)  # 0: unlimited

@@ -12,10 +12,14 @@ The paths of HTTP_OWN_THREAD_PATHS (login and registration: they wait their turn
 hashing slot) run as Django runs every request, on a thread of their own, so a burst of logins never
 holds the request threads that everything else needs.
 
+A request body sent in chunks is given the Content-Length it turned out to have, as if it had been
+sent with one: DRF reads nothing without it, and Django's size limit counts it.
+
 The body of a streaming response is read after the view returns, by Django, on a thread of the
 request's own; none of this project's streaming responses touches the database.
 """
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
@@ -32,6 +36,17 @@ class PooledASGIHandler(ASGIHandler):
 
     def load_middleware(self, is_async=False):
         super().load_middleware(is_async=False)
+
+    def create_request(self, scope, body_file):
+        request, error_response = super().create_request(scope, body_file)
+        if request is not None and "CONTENT_LENGTH" not in request.META:
+            # A chunked body (Transfer-Encoding: chunked) comes without a Content-Length, and DRF
+            # reads no body without one: every field was "required". Django has read it all by now.
+            size = body_file.seek(0, os.SEEK_END)
+            body_file.seek(0)
+            if size:
+                request.META["CONTENT_LENGTH"] = str(size)
+        return request, error_response
 
     async def get_response_async(self, request):
         if request.path_info in self._own_thread_paths:

@@ -9,11 +9,21 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from tests.conftest import PASSWORD
+
 pytestmark = pytest.mark.server
 
 # This module's server starts with nothing in its environment but these (see conftest.server_env).
 # The harness sets only paths, and switches the rate limits off; nothing about DEBUG.
-MINIMAL_ENV = {"PATH", "DATABASE_URL", "DJANGO_SECRET_KEY_FILE", "AUTH_RATE", "LOGIN_FAILURE_RATE", "CHAT_MESSAGE_RATE"}
+MINIMAL_ENV = {
+    "PATH",
+    "DATABASE_URL",
+    "DJANGO_SECRET_KEY_FILE",
+    "AUTH_RATE",
+    "LOGIN_FAILURE_RATE",
+    "CHAT_MESSAGE_RATE",
+    "WS_TICKET_RATE",
+}
 
 
 def assert_utc_timestamp(value: str) -> None:
@@ -99,6 +109,34 @@ def test_token_accepts_the_grant_type_and_json(server):
         assert response.status == 200
         assert set(response.json()) == {"access_token", "refresh_token", "token_type", "expires_in"}
         assert server.get("/users/me", token=response.json()["access_token"]).status == 200
+
+
+def test_a_body_sent_in_chunks_is_read_like_one_with_a_length(server):
+    # http.client sends an iterable body with Transfer-Encoding: chunked and no Content-Length.
+    user = server.new_user("chunks")
+    body = [b'{"content": "sent ', b'in chunks", ', b'"client_id": "chunked-1"}']
+    posted = server.post(
+        "/messages/random", raw_body=iter(body), token=user.access_token, headers={"Content-Type": "application/json"}
+    )
+    assert posted.status == 201, posted.body
+    assert (posted.json()["content"], posted.json()["client_id"]) == ("sent in chunks", "chunked-1")
+
+    login = server.post(
+        "/token",
+        raw_body=iter([f"username={user.username}&".encode(), b"password=", PASSWORD.encode()]),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert login.status == 200, login.body
+
+    too_big = server.post(
+        "/messages/random",
+        raw_body=iter([b'{"content": "', *[b"x" * (1024 * 1024)] * 3, b'"}']),
+        token=user.access_token,
+        headers={"Content-Type": "application/json"},
+    )
+    assert too_big.status == 400
+    assert too_big.json() == {"detail": too_big.json()["detail"]}
+    assert server.last_seq(user.access_token, "random") == posted.json()["seq"]
 
 
 def test_protected_endpoints_answer_401_with_bearer_challenge(server):

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import User
@@ -24,8 +25,13 @@ class MeSerializer(UserSerializer):
     date_joined = serializers.DateTimeField(read_only=True)
 
 
+@extend_schema_field({"type": "string", "enum": ["password"]})
+class GrantTypeField(StrictCharField):
+    """Only "password"; any other value is refused with the field's own message."""
+
+
 class TokenRequestSerializer(serializers.Serializer):
-    grant_type = StrictCharField(required=False)
+    grant_type = GrantTypeField(required=False)
     username = StrictCharField(max_length=150)
     password = StrictCharField(max_length=4096, style={"input_type": "password"})
 

@@ -18,7 +18,13 @@ from chat.serializers import (
     RoomListSerializer,
     RoomSerializer,
 )
-from chatproject.errors import RETRY_AFTER_HEADER, ErrorSerializer, RateLimitedSerializer, ValidationErrorSerializer
+from chatproject.errors import (
+    RETRY_AFTER_HEADER,
+    ErrorSerializer,
+    ForbiddenMessageSerializer,
+    RateLimitedSerializer,
+    ValidationErrorSerializer,
+)
 
 
 def room_or_404(name: str) -> Room:
@@ -102,7 +108,7 @@ class MessagesView(APIView):
             200: MessageSerializer,
             400: ValidationErrorSerializer,
             401: ErrorSerializer,
-            403: ErrorSerializer,
+            403: ForbiddenMessageSerializer,
             404: ErrorSerializer,
             429: RateLimitedSerializer,
         },

@@ -17,6 +17,18 @@ logger = logging.getLogger("chat.errors")
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
+    code = serializers.CharField(
+        required=False, help_text="On some errors, a stable word for the reason: `token_not_valid`, `user_inactive`, …"
+    )
+    messages = serializers.ListField(
+        child=serializers.DictField(), required=False, help_text="On `token_not_valid`, why each token type refused it."
+    )
+
+
+class ForbiddenMessageSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.ChoiceField(choices=["muted", "archived"])
+    until = serializers.DateTimeField(required=False, help_text="With `muted`: when the mute ends.")
 
 
 class ValidationErrorSerializer(serializers.Serializer):

@@ -247,7 +247,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # The health fields share one choice set; one enum name keeps `check --deploy` free of W001.
-    "ENUM_NAME_OVERRIDES": {"HealthStateEnum": ["ok", "unavailable"]},
+    "ENUM_NAME_OVERRIDES": {
+        "HealthStateEnum": ["ok", "unavailable"],
+        "ForbiddenMessageCodeEnum": ["muted", "archived"],
+    },
     # The schema and its docs are public: a client's stale Bearer header must not make them 401.
     "SERVE_AUTHENTICATION": [],
     "POSTPROCESSING_HOOKS": [

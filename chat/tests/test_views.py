@@ -10,11 +10,12 @@ from asgiref.sync import async_to_sync
 from django.contrib import admin
 from django.db import DatabaseError
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.tests.factories import UserFactory
 from accounts.tokens import token_pair_issue
-from chat import health
+from chat import health, services
 from chat.models import Message, Room
 from chat.presence import presence
 from chat.tests.factories import RoomFactory, make_message
@@ -614,6 +615,36 @@ def test_every_operation_with_a_body_lists_the_415_it_answers_to_another_media_t
         }
     response = auth_client.post("/rooms", "a room", content_type="text/plain")
     assert (response.status_code, list(response.json())) == (415, ["detail"])
+
+
+def test_every_json_operation_lists_the_406_it_answers_to_an_accept_header_without_json(auth_client, schema):
+    listed = sorted((path, method) for path, ops in schema["paths"].items() for method, op in ops.items())
+    assert listed == sorted((path, method) for path, methods in CONTRACT_OPERATIONS.items() for method in methods)
+    for path, method in listed:
+        assert schema["paths"][path][method]["responses"]["406"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
+    for path in ("/healthz", "/rooms", "/messages/general", "/users/me"):
+        response = auth_client.get(path, HTTP_ACCEPT="text/html")
+        assert (response.status_code, list(response.json())) == (406, ["detail"]), path
+
+
+def test_schema_names_what_a_refused_message_and_a_bad_token_carry(schema, auth_client, user):
+    components = schema["components"]["schemas"]
+    forbidden = schema["paths"]["/messages/{room}"]["post"]["responses"]["403"]["content"]["application/json"]
+    assert forbidden["schema"] == {"$ref": "#/components/schemas/ForbiddenMessage"}
+    assert components["ForbiddenMessage"]["required"] == ["code", "detail"]
+    assert set(components["ForbiddenMessage"]["properties"]) == {"detail", "code", "until"}
+    assert components["ForbiddenMessageCodeEnum"]["enum"] == ["muted", "archived"]
+    assert set(components["Error"]["properties"]) == {"detail", "code", "messages"}
+    assert components["Error"]["required"] == ["detail"]
+    grant_type = components["TokenRequestRequest"]["properties"]["grant_type"]
+    assert components[grant_type["allOf"][0]["$ref"].rsplit("/", 1)[1]]["enum"] == ["password"]
+
+    services.mute_create(user=user, room=Room.objects.get(name="general"), until=timezone.now() + timedelta(minutes=5))
+    refused = auth_client.post("/messages/general", {"content": "hi"}, format="json").json()
+    assert set(refused) <= set(components["ForbiddenMessage"]["properties"])
+    assert set(components["ForbiddenMessage"]["required"]) <= set(refused)
 
 
 def test_schema_is_openapi_3(api_client, schema):

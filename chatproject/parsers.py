@@ -1,5 +1,9 @@
 """Request body parsers: DRF's, with every malformed body answered 400."""
 
+import io
+from urllib.parse import parse_qsl
+
+from django.conf import settings
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
@@ -14,3 +18,18 @@ class JSONParser(parsers.JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply.") from None
+
+
+class FormParser(parsers.FormParser):
+    """DRF's FormParser, which decodes a value that is not text in the body's charset (UTF-8 unless
+    it names another) with replacement characters: `h%FFllo` was stored as "h\ufffdllo". Such a body is
+    malformed, as the same bytes in JSON are."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        body = stream.read()
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            parse_qsl(body.decode(encoding), keep_blank_values=True, encoding=encoding, errors="strict")
+        except (UnicodeDecodeError, LookupError):
+            raise ParseError(f"Form parse error - not {encoding} text.") from None
+        return super().parse(io.BytesIO(body), media_type, parser_context)

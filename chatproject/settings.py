@@ -229,7 +229,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "chatproject.parsers.JSONParser",  # 400, not 500, for JSON nested too deeply
-        "rest_framework.parsers.FormParser",
+        "chatproject.parsers.FormParser",  # 400, not replacement characters, for a body that is not text
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "chatproject.errors.api_exception_handler",

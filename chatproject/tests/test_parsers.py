@@ -1,4 +1,5 @@
-"""chatproject.parsers: a JSON body the decoder cannot take is a 400 like any malformed JSON, never a 500.
+"""chatproject.parsers: a JSON body the decoder cannot take is a 400 like any malformed JSON, never a 500;
+a form body that is not text is a 400 too, never stored with replacement characters.
 
 In-process for the parser itself, and against a real server process on every endpoint that reads a
 JSON body, where the request runs on the server's own request threads and stack.
@@ -77,3 +78,34 @@ def test_an_integer_past_pythons_digit_limit_answers_400(server, token, path):
     assert response.status == 400, response.body
     assert response.json()["detail"].startswith("JSON parse error - Exceeds the limit (4300 digits)")
     assert '"level": "ERROR"' not in server.log()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"content=h%FFllo",  # not UTF-8
+        b"content=%ED%A0%80",  # an encoded surrogate
+        b"content=h\xffllo",  # the raw byte
+        b"content=ok&client_id=%C0%AF",  # an overlong encoding, in another field
+    ],
+)
+def test_a_form_value_that_is_not_utf8_is_refused_and_nothing_is_stored(server, token, body):
+    before = server.last_seq(token, "general")
+    response = server.post(
+        "/messages/general", raw_body=body, token=token, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+
+    assert (response.status, response.json()) == (400, {"detail": "Form parse error - not utf-8 text."})
+    assert server.last_seq(token, "general") == before
+
+
+def test_a_form_in_utf8_is_read_in_full(server, token):
+    response = server.post(
+        "/messages/general",
+        raw_body=b"content=caf%C3%A9+%F0%9F%98%80&client_id=f-1",
+        token=token,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert response.status == 201
+    assert (response.json()["content"], response.json()["client_id"]) == ("café 😀", "f-1")

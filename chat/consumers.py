@@ -28,7 +28,7 @@ from chat.hub import hub
 from chat.logs import log_ws
 from chat.middleware import AUTH_UNAVAILABLE
 from chat.ordering import SeqOrderer
-from chat.presence import presence
+from chat.presence import TooManySockets, presence
 from chat.writer import writer
 from chatproject.ratelimit import RateLimited
 
@@ -174,21 +174,27 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close_with(CLOSE_UNKNOWN_ROOM, "unknown room")
             return
         since, since_error = parse_since(self._query_param("since"))
+        me = {"id": self.user.pk, "username": self.user.username}
         limit = settings.CHAT_MAX_CONNECTIONS_PER_USER
-        if limit and await presence.user_socket_count(user_id=self.user.pk) >= limit:
+        try:  # counted and recorded at once: sockets of one user connecting together cannot all pass
+            first = await presence.connect(
+                room_id=room.pk,
+                room_name=room.name,
+                user_id=me["id"],
+                username=me["username"],
+                channel=self.socket_id,
+                limit=limit,
+            )
+        except TooManySockets:
             await self.close_with(CLOSE_TOO_MANY_CONNECTIONS, "too many connections", limit=limit)
             return
+        self.room = room  # from here on, disconnect() takes the socket out of presence again
 
         # Follow the room before reading history, so nothing committed from here on can be missed.
         for group in (room_group(room.pk), user_group(self.user.pk)):
             self.groups_followed.append(group)
             await hub().subscribe(group, self)
-        self.room = room
         deactivation.watch()
-        me = {"id": self.user.pk, "username": self.user.username}
-        first = await presence.connect(
-            room_id=room.pk, room_name=room.name, user_id=me["id"], username=me["username"], channel=self.socket_id
-        )
         users = await presence.users(room_id=room.pk)
         if me not in users:  # presence store unavailable: at least you are here
             users = sorted([*users, me], key=lambda u: u["username"].lower())

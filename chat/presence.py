@@ -9,6 +9,10 @@ import threading
 from collections import defaultdict
 
 
+class TooManySockets(Exception):
+    """The user already has `limit` live sockets: this one is not recorded."""
+
+
 class InProcessPresence:
     """Presence for a single server process. Thread-safe: REST views read it from worker threads."""
 
@@ -22,9 +26,14 @@ class InProcessPresence:
         # user id -> channel names in every room
         self._user_sockets: dict[int, set[str]] = defaultdict(set)
 
-    async def connect(self, *, room_id: int, room_name: str, user_id: int, username: str, channel: str) -> bool:
-        """Record a socket; True when it is the user's first in the room."""
+    async def connect(
+        self, *, room_id: int, room_name: str, user_id: int, username: str, channel: str, limit: int = 0
+    ) -> bool:
+        """Record a socket; True when it is the user's first in the room. TooManySockets when the user
+        already has `limit` sockets (0: no limit), counted and recorded in one step."""
         with self._lock:
+            if limit and len(self._user_sockets.get(user_id, ())) >= limit:
+                raise TooManySockets
             channels = self._sockets[room_id].setdefault(user_id, set())
             first = not channels
             channels.add(channel)
@@ -52,11 +61,6 @@ class InProcessPresence:
             ids = list(self._sockets.get(room_id, {}))
             members = [{"id": uid, "username": self._usernames[uid]} for uid in ids]
         return sorted(members, key=lambda u: u["username"].lower())
-
-    async def user_socket_count(self, *, user_id: int) -> int:
-        """How many sockets the user has open, in every room."""
-        with self._lock:
-            return len(self._user_sockets.get(user_id, ()))
 
     def online_counts(self, room_ids: list[int]) -> dict[int, int]:
         with self._lock:

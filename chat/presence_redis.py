@@ -16,11 +16,14 @@ import time
 import redis
 import redis.asyncio as aioredis
 
+from chat.presence import TooManySockets
 from chatproject.logs import no_log_context
 
 logger = logging.getLogger("chat.presence")
 
 _CONNECT = """
+local limit = tonumber(ARGV[9])
+if limit > 0 and redis.call('ZCOUNT', KEYS[5], ARGV[1], '+inf') >= limit then return -1 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local live = redis.call('ZCARD', KEYS[1])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
@@ -133,9 +136,12 @@ class RedisPresence:
 
     # --- the interface ------------------------------------------------------------------
 
-    async def connect(self, *, room_id: int, room_name: str, user_id: int, username: str, channel: str) -> bool:
-        """Record a socket; True when it is the user's first live one in the room, cluster-wide."""
-        self._local[channel] = (room_id, room_name, user_id, username)
+    async def connect(
+        self, *, room_id: int, room_name: str, user_id: int, username: str, channel: str, limit: int = 0
+    ) -> bool:
+        """Record a socket; True when it is the user's first live one in the room, cluster-wide.
+        TooManySockets when the user already has `limit` live sockets on every node (0: no limit),
+        counted and recorded in one script, so sockets connecting at once cannot all pass."""
         client = self._redis()
         now = time.time()
         try:
@@ -147,12 +153,16 @@ class RedisPresence:
                     self._rooms_key,
                     self._user_key(user_id),
                 ],
-                args=[now, now + self.ttl, channel, user_id, username, room_id, self.ttl * 2, room_name],
+                args=[now, now + self.ttl, channel, user_id, username, room_id, self.ttl * 2, room_name, limit],
                 client=client,
             )
         except redis.RedisError:
             logger.warning("presence: connect not recorded (Redis unavailable)", exc_info=True)
+            self._local[channel] = (room_id, room_name, user_id, username)  # the heartbeat records it later
             return False
+        if first == -1:
+            raise TooManySockets
+        self._local[channel] = (room_id, room_name, user_id, username)
         return bool(first)
 
     async def disconnect(self, *, room_id: int, user_id: int, channel: str) -> bool:
@@ -181,14 +191,6 @@ class RedisPresence:
             return []
         members = [{"id": int(uid), "username": (name or b"").decode()} for uid, name in zip(ids, names, strict=True)]
         return sorted(members, key=lambda u: u["username"].lower())
-
-    async def user_socket_count(self, *, user_id: int) -> int:
-        """How many live sockets the user has, on every node and in every room."""
-        try:
-            return await self._redis().zcount(self._user_key(user_id), time.time(), "+inf")
-        except redis.RedisError:
-            logger.warning("presence: socket count unknown (Redis unavailable)", exc_info=True)
-            return 0
 
     def online_counts(self, room_ids: list[int]) -> dict[int, int]:
         now = time.time()

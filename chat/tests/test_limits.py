@@ -24,7 +24,9 @@ from chat.tests.test_consumers import (
     access_token,
     connect,
     enter,
+    member_event,
     receive,
+    silent,
 )
 from chatproject import ratelimit
 from chatproject.ratelimit import Rate, RateLimited, client_ip, hit, hit_many, parse_rate, peek
@@ -401,6 +403,21 @@ async def test_one_connection_over_the_limit_is_accepted_then_closed_4029(settin
     connected, _ = await third.connect()
     assert connected is True
     assert await third.receive_output() == {"type": "websocket.close", "code": 4029}
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_sockets_of_one_user_connecting_at_once_stop_at_the_limit(settings, sockets, alice, bob):
+    settings.CHAT_MAX_CONNECTIONS_PER_USER = 3
+    bystander = await enter(sockets, bob)
+    racing = [sockets(f"/ws/general?token={access_token(alice)}") for _ in range(8)]
+    assert all(connected for connected, _ in await asyncio.gather(*[socket.connect() for socket in racing]))
+
+    first_frames = await asyncio.gather(*[socket.receive_output() for socket in racing])
+
+    closed = [frame for frame in first_frames if frame["type"] == "websocket.close"]
+    assert closed == [{"type": "websocket.close", "code": 4029}] * 5
+    assert await receive(bystander) == member_event("join", alice)  # once, for the three that joined
+    assert await silent(bystander)
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

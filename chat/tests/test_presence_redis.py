@@ -8,6 +8,7 @@ import uuid
 import pytest
 import redis
 
+from chat.presence import InProcessPresence, TooManySockets
 from chat.presence_redis import RedisPresence
 from chatproject.logs import context_fields, log_context
 
@@ -29,7 +30,8 @@ def make_presence():
         return presence
 
     yield make
-    made[0].clear()
+    if made:
+        made[0].clear()
 
 
 @pytest.fixture
@@ -45,13 +47,14 @@ async def room_listener(settings):
     return layer, listener
 
 
-def join(presence, user_id, channel, room_id=1, username=None):
+def join(presence, user_id, channel, room_id=1, username=None, limit=0):
     return presence.connect(
         room_id=room_id,
         room_name=f"room{room_id}",
         user_id=user_id,
         username=username or f"u{user_id}",
         channel=channel,
+        limit=limit,
     )
 
 
@@ -122,6 +125,24 @@ async def test_a_stalled_nodes_user_swept_out_is_announced_joining_when_its_hear
     assert await announced() == [{"type": "join", "room": "room1", "user": sleepy}]
     await stalled.beat()  # present all along from here: nothing more to announce
     assert await announced() == []
+
+
+@pytest.mark.parametrize("store", ["redis, two nodes", "in process"])
+async def test_sockets_connecting_at_once_never_pass_the_limit_together(make_presence, store):
+    nodes = [make_presence(), make_presence()] if store.startswith("redis") else [InProcessPresence()]
+    await join(nodes[0], 7, "first", limit=5)
+
+    outcomes = await asyncio.gather(
+        *[join(nodes[n % len(nodes)], 7, f"s{n}", room_id=n % 3, limit=5) for n in range(40)], return_exceptions=True
+    )
+
+    assert sum(1 for outcome in outcomes if isinstance(outcome, TooManySockets)) == 36
+    assert all(isinstance(outcome, bool | TooManySockets) for outcome in outcomes)
+    await nodes[0].disconnect(room_id=1, user_id=7, channel="first")
+    assert await join(nodes[-1], 7, "after-one-left", limit=5) is False  # a place is free again
+    with pytest.raises(TooManySockets):
+        await join(nodes[0], 7, "one-too-many", limit=5)
+    assert await join(nodes[0], 8, "someone-else", limit=5) is True
 
 
 async def test_heartbeat_keeps_a_live_socket_beyond_the_ttl(make_presence):

@@ -13,7 +13,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import deactivation, selectors, services
+from chat import deactivation, selectors, services, tails
 from chat.events import (
     encode,
     group_send,
@@ -195,6 +195,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             self.groups_followed.append(group)
             await hub().subscribe(group, self)
         deactivation.watch()
+        tails.watch()
         users = await presence.users(room_id=room.pk)
         if me not in users:  # presence store unavailable: at least you are here
             users = sorted([*users, me], key=lambda u: u["username"].lower())
@@ -287,7 +288,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.send_error("unavailable", "The message could not be stored; send it again.", client_id)
             return
         if not result.created:  # a repeated client_id: acknowledge to this socket only
-            await self.send(text_data=encode(message_event(result.message)))
+            item = (encode(message_event(result.message)), None)
+            if result.message.seq < self.orderer.next_seq:  # delivered before: a second copy, behind the queue
+                await self._queue("raw", None, item)
+            else:  # not delivered yet: in its place in seq order, never ahead of a lower seq
+                await self._queue("message", result.message.seq, item)
         elif not result.published:
             # Stored, but the broadcast did not leave: the sender still gets its acknowledgement
             # (the others heal from the database at their next message or reconnect).
@@ -317,6 +322,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
             self.backlog.append(("raw", None, self._item(event)))
         elif kind == "user.deactivated":
             return self.close_with(CLOSE_DEACTIVATED, "user deactivated")
+        elif kind == "room.tail":  # the room's newest seq (chat.tails): a lost last message is a hole
+            if self.orderer is not None:
+                self.orderer.expect(event["last_seq"])
+                self._watch_holes()
+            return None
         elif "text" in event:  # chat.member (join, leave), chat.deleted
             self.backlog.append(("raw", None, self._item(event)))
         else:

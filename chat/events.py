@@ -15,8 +15,11 @@ from chat.models import Message, Room
 logger = logging.getLogger("chat.events")
 
 
+ROOM_GROUP_PREFIX = "room."
+
+
 def room_group(room_id: int) -> str:
-    return f"room.{room_id}"
+    return f"{ROOM_GROUP_PREFIX}{room_id}"
 
 
 USER_GROUP_PREFIX = "user."

@@ -14,6 +14,12 @@ class SeqOrderer:
     def __init__(self, next_seq: int) -> None:
         self.next_seq = next_seq
         self._waiting: dict[int, object] = {}
+        self._tail = next_seq - 1  # the newest seq known to be committed
+
+    def expect(self, last_seq: int) -> None:
+        """The room's newest seq is at least `last_seq`: what is missing up to it is a hole too,
+        even with no later message waiting behind it (the broadcast of a room's last message lost)."""
+        self._tail = max(self._tail, last_seq)
 
     def offer(self, seq: int, item) -> list:
         """Take one published message; return what can now be sent, in order."""
@@ -22,9 +28,10 @@ class SeqOrderer:
         return self._take_contiguous()
 
     def hole(self) -> tuple[int, int] | None:
-        """The missing range (after, upto] before the first waiting message, if any."""
+        """The missing range (after, upto] before the first waiting message, or up to the known
+        tail when nothing waits; None when nothing is missing."""
         if not self._waiting:
-            return None
+            return (self.next_seq - 1, self._tail) if self._tail >= self.next_seq else None
         first = min(self._waiting)
         return (self.next_seq - 1, first - 1) if first > self.next_seq else None
 

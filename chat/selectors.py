@@ -65,6 +65,16 @@ def room_last_seq(*, room_id: int) -> int:
     return found[0][0] if found else 0
 
 
+def room_last_seqs(*, room_ids: list[int]) -> dict[int, int]:
+    """The rooms' newest seqs, a few hundred rooms per query."""
+    found: dict[int, int] = {}
+    for start in range(0, len(room_ids), 500):
+        chunk = room_ids[start : start + 500]
+        placeholders, params = sql.placeholders(chunk)
+        found.update(sql.rows(f"SELECT id, last_seq FROM {sql.table(Room)} WHERE id IN ({placeholders})", params))
+    return found
+
+
 def message_range(*, room_id: int, after: int, upto: int) -> list[Message]:
     """Messages with after < seq <= upto, oldest first (deleted seqs are simply absent)."""
     return list(

@@ -1178,6 +1178,37 @@ async def test_a_commit_published_after_a_hole_waits_for_it_from_the_database(
     assert await silent(listener, timeout=GAP_FILL_TIMEOUT / 3)
 
 
+async def test_a_lost_publish_of_the_rooms_last_message_is_fetched_at_the_next_tail_check(
+    sockets, alice, bob, general, monkeypatch
+):
+    monkeypatch.setattr("chat.tails.TAIL_CHECK_SECONDS", 0.3)
+    listener = await enter(sockets, alice)
+    monkeypatch.setattr("chat.services.publish_messages", lambda messages: [True] * len(messages))
+
+    last = await create_message(room=general, user=bob, content="nothing comes after me")  # its publish is lost
+
+    assert await receive(listener, timeout=GAP_FILL_TIMEOUT) == message_event(last)
+    assert await silent(listener, timeout=1)
+
+
+async def test_a_repeats_acknowledgement_never_overtakes_a_lower_seq_still_on_its_way(
+    sockets, alice, bob, general, monkeypatch
+):
+    # A client resuming from the highest seq it has seen would skip what the early acknowledgement overtook.
+    socket = await enter(sockets, alice)
+    publishes = HeldPublishes(hold={1, 2})
+    monkeypatch.setattr("chat.services.publish_messages", publishes)
+    theirs = await create_message(room=general, user=bob, content="still on its way")
+    mine = await create_message(room=general, user=alice, content="sent before a drop", client_id="c-1")
+
+    await socket.send_json_to({"type": "message", "content": "sent before a drop", "client_id": "c-1"})
+
+    assert await receive_all(socket, 2, timeout=GAP_FILL_TIMEOUT) == [message_event(theirs), message_event(mine)]
+    for seq in (1, 2):
+        await publishes.release(seq)
+    assert await silent(socket, timeout=GAP_FILL_TIMEOUT / 3)
+
+
 class Wire:
     """What a socket's direct writes and ASGI sends put on the wire, in order; writes can be refused."""
 

@@ -90,3 +90,18 @@ def test_a_stale_fill_does_not_rewind_or_repeat():
     assert orderer.offer(2, "m2") == ["m2", "m3"]
     assert orderer.fill(upto, {1: "db1", 2: "db2"}) == []
     assert orderer.next_seq == 4
+
+
+def test_a_known_tail_with_nothing_waiting_is_a_hole_up_to_it():
+    orderer = SeqOrderer(next_seq=4)
+    orderer.expect(3)  # delivered already
+    assert orderer.hole() is None
+    orderer.expect(6)
+    assert orderer.hole() == (3, 6)
+    assert orderer.offer(4, "m4") == ["m4"]
+    assert orderer.hole() == (4, 6)
+    assert orderer.fill(6, {6: "m6"}) == ["m6"]  # 5 was deleted
+    assert orderer.hole() is None
+    assert orderer.next_seq == 7
+    orderer.expect(5)  # an older check arriving late changes nothing
+    assert orderer.hole() is None

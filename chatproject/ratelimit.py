@@ -12,6 +12,7 @@ from collections import Counter
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient, RedisSerializer
 
+from chatproject.cache import SharedPoolRedisCacheClient
 from chatproject.rates import Rate, parse_rate  # noqa: F401  (imported from here by the callers)
 
 logger = logging.getLogger("chat.ratelimit")
@@ -80,7 +81,9 @@ def _plain_redis(backend) -> bool:
     """Django's own Redis client and serializer, whose keys and integers the pipeline writes as they
     would (any other client or serializer goes through the cache API)."""
     client = getattr(backend, "_cache", None) if isinstance(backend, RedisCache) else None
-    return type(client) is RedisCacheClient and type(getattr(client, "_serializer", None)) is RedisSerializer
+    return type(client) in (RedisCacheClient, SharedPoolRedisCacheClient) and (
+        type(getattr(client, "_serializer", None)) is RedisSerializer
+    )
 
 
 def _add_to_counters(deltas: dict[str, int], *, timeout: int) -> dict[str, int]:

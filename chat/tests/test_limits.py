@@ -88,7 +88,7 @@ def cache_backend(request):
     own prefix, removed afterwards; the override ends before the suite clears the cache), with
     Django's serializer or, "redis-cache-api", one of a project's own."""
     if request.param == "locmem":
-        with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}):
+        with override_settings(CACHES={"default": {"BACKEND": "chatproject.cache.LocalCache"}}):
             yield request.param
         return
     client = redis.Redis.from_url(REDIS_CACHE_DB, socket_connect_timeout=1)
@@ -98,7 +98,7 @@ def cache_backend(request):
         client.close()
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     prefix = f"ratelimit-test-{uuid.uuid4().hex}"
-    redis_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_DB}
+    redis_cache = {"BACKEND": "chatproject.cache.RedisCache", "LOCATION": REDIS_CACHE_DB}
     if request.param == "redis-cache-api":
         redis_cache["OPTIONS"] = {"serializer": f"{__name__}.{SerializerOfItsOwn.__name__}"}
     try:

@@ -1,8 +1,16 @@
 import itertools
+import threading
 import time
+
+import pytest
+import redis
+from django.core.cache import caches
+from django.test import override_settings
 
 from chatproject import cache as local_cache
 from chatproject.cache import LocalCache
+
+REDIS_CACHE_DB = "redis://127.0.0.1:6379/6"
 
 counter = itertools.count()
 
@@ -40,3 +48,27 @@ def test_live_entries_go_oldest_first_only_when_nearly_all_are_live():
     assert cache.get("one-more") == 1
     assert cache.get("live-0") is None  # LocMemCache's own cull: the oldest third
     assert cache.get("live-19") == 19
+
+
+def test_every_thread_of_a_process_shares_one_redis_connection_pool():
+    try:
+        redis.Redis.from_url(REDIS_CACHE_DB, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    pools = []
+
+    def on_a_thread_of_its_own():  # as a login runs (chatproject.handler)
+        cache = caches["default"]
+        cache.get("anything")
+        pools.append(cache._cache._get_connection_pool(write=True))
+
+    settings = {"default": {"BACKEND": "chatproject.cache.RedisCache", "LOCATION": REDIS_CACHE_DB, "KEY_PREFIX": "t"}}
+    with override_settings(CACHES=settings):
+        for _ in range(5):  # one after another: each finds the connection the one before left
+            thread = threading.Thread(target=on_a_thread_of_its_own)
+            thread.start()
+            thread.join()
+
+    assert len(pools) == 5
+    assert len({id(pool) for pool in pools}) == 1
+    assert len(pools[0]._available_connections) + len(pools[0]._in_use_connections) == 1

@@ -1,13 +1,16 @@
 """accounts.tokens: the user an access token names, read in plain SQL, is the ORM's User."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
 from accounts.tests.factories import UserFactory, field_values
-from accounts.tokens import InvalidToken, access_token_user
+from accounts.tokens import InvalidToken, access_token_user, refresh_tokens_revoke_all, token_pair_issue
 
 pytestmark = pytest.mark.django_db
 
@@ -42,3 +45,18 @@ def test_an_inactive_users_token_is_refused():
 
     with pytest.raises(InvalidToken, match="User not found or inactive"):
         access_token_user(str(AccessToken.for_user(bob)))
+
+
+@pytest.mark.django_db
+def test_flushexpiredtokens_deletes_the_records_of_expired_refresh_tokens_and_keeps_the_others():
+    # The README's maintenance command: each login and refresh records a token, each revocation a blacklist entry.
+    user = UserFactory()
+    token_pair_issue(user=user)
+    refresh_tokens_revoke_all(user=user)
+    OutstandingToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    kept = token_pair_issue(user=user)
+
+    call_command("flushexpiredtokens")
+
+    assert [token.token for token in OutstandingToken.objects.all()] == [kept.refresh_token]
+    assert BlacklistedToken.objects.count() == 0

@@ -6,7 +6,6 @@ A user is online in a room while at least one of their sockets is connected to i
 """
 
 import threading
-from collections import defaultdict
 
 
 class TooManySockets(Exception):
@@ -20,11 +19,13 @@ class InProcessPresence:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Only what is connected is kept: a room, a user, a username goes with its last socket, so
+        # churn leaves nothing behind. A channel is in _user_sockets exactly while it is in _sockets.
         # room id -> user id -> set of channel names
-        self._sockets: dict[int, dict[int, set[str]]] = defaultdict(dict)
+        self._sockets: dict[int, dict[int, set[str]]] = {}
         self._usernames: dict[int, str] = {}
         # user id -> channel names in every room
-        self._user_sockets: dict[int, set[str]] = defaultdict(set)
+        self._user_sockets: dict[int, set[str]] = {}
 
     async def connect(
         self, *, room_id: int, room_name: str, user_id: int, username: str, channel: str, limit: int = 0
@@ -34,25 +35,31 @@ class InProcessPresence:
         with self._lock:
             if limit and len(self._user_sockets.get(user_id, ())) >= limit:
                 raise TooManySockets
-            channels = self._sockets[room_id].setdefault(user_id, set())
+            channels = self._sockets.setdefault(room_id, {}).setdefault(user_id, set())
             first = not channels
             channels.add(channel)
             self._usernames[user_id] = username
-            self._user_sockets[user_id].add(channel)
+            self._user_sockets.setdefault(user_id, set()).add(channel)
             return first
 
     async def disconnect(self, *, room_id: int, user_id: int, channel: str) -> bool:
         """Forget a socket; True when it was the user's last in the room."""
         with self._lock:
-            self._user_sockets[user_id].discard(channel)
             users = self._sockets.get(room_id, {})
             channels = users.get(user_id)
             if channels is None or channel not in channels:
                 return False
             channels.discard(channel)
+            everywhere = self._user_sockets[user_id]
+            everywhere.discard(channel)
+            if not everywhere:
+                del self._user_sockets[user_id]
+                del self._usernames[user_id]
             if channels:
                 return False
             del users[user_id]
+            if not users:
+                del self._sockets[room_id]
             return True
 
     async def users(self, *, room_id: int) -> list[dict]:

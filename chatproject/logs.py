@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 REDACTED = "[REDACTED]"
 
@@ -39,6 +39,10 @@ _SECRET_PARAM = re.compile(
     (?!\[REDACTED\])[^\s&"',;}}\]]+
     """
 )
+# A name=value pair with a percent-escape in it, as in a query string: a query parser decodes the name
+# and the value (`?%74oken=` authenticates as `?token=`), so the pair is judged decoded, as redact_uri
+# judges a request target.
+_QUERY_PARAMETER = re.compile(r"""([^\s?&=;"',]+)=([^\s?&"']*)""")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -51,12 +55,16 @@ _context: ContextVar[Mapping[str, Any]] = ContextVar("log_context", default=_NO_
 
 
 def redact(value: Any) -> Any:
-    """Return `value` with every token-like substring of every string in it replaced by [REDACTED]."""
+    """Return `value` with every token-like substring of every string in it replaced by [REDACTED].
+
+    A query parameter spelt with percent-escapes is judged decoded, as a query parser reads it.
+    """
     if isinstance(value, str):
         value = _JWT.sub(REDACTED, value)
         value = _AUTHORIZATION.sub(rf"\g<1>{REDACTED}", value)
         value = _BEARER.sub(rf"\g<1>{REDACTED}", value)
-        return _SECRET_PARAM.sub(rf"\g<1>{REDACTED}", value)
+        value = _SECRET_PARAM.sub(rf"\g<1>{REDACTED}", value)
+        return _QUERY_PARAMETER.sub(_redact_escaped_parameter, value) if "%" in value else value
     if isinstance(value, Mapping):
         return {str(key): redact(item) for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -64,6 +72,19 @@ def redact(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     return redact(str(value))
+
+
+def _redact_escaped_parameter(pair: re.Match) -> str:
+    name, value = pair[1], pair[2]
+    if "%" not in pair[0]:
+        return pair[0]
+    if unquote_plus(name).lower() in _SECRET_NAMES:
+        return f"{name}={REDACTED}"
+    # Each decoding leaves a shorter value or fewer '+', so redacting what it decodes to ends.
+    decoded = unquote_plus(value)
+    if decoded != value and redact(decoded) != decoded:
+        return f"{name}={REDACTED}"
+    return pair[0]
 
 
 def redact_uri(uri: str) -> str:

@@ -101,6 +101,8 @@ def test_an_exception_is_one_field_on_the_same_line_and_redacted(json_log):
         pytest.param(f"/messages/x?after=1&access_token={SIGNATURE}", (), {}, id="access_token-param"),
         pytest.param(f"/ws/general?ticket={SIGNATURE}", (), {}, id="ticket-param"),
         pytest.param(f"/ws/general?token%3D{SIGNATURE}", (), {}, id="url-encoded-param"),
+        pytest.param('"WebSocket %s" [accepted]', (f"/ws/general?tick%65t={SIGNATURE}",), {}, id="escaped-name"),
+        pytest.param(f"/ws/general?%61ccess_%74oken={SIGNATURE}", (), {}, id="escaped-underscored-name"),
     ],
 )
 def test_no_token_survives_in_message_args_or_fields(json_log, message, args, extra):
@@ -118,6 +120,8 @@ def test_ordinary_text_is_not_redacted():
         "keyJar.open",
         "the bearer authentication failed",
         "room=general",
+        "progress=50%",
+        "/rooms?name=caf%C3%A9&limit=5",
     ]:
         assert redact(text) == text
 

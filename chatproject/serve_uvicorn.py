@@ -4,7 +4,13 @@
 
 The options are daphne's names for the same things, so either launcher fits the same command line.
 Logging is Django's (settings.LOGGING: JSON, tokens redacted in every line): uvicorn's own logging
-setup and access log are off; chat.http logs every HTTP request and chat.ws every close the server makes.
+setup and access log are off; chat.http logs every HTTP request and chat.ws every close the application makes.
+
+What one client makes the server hold is bounded: a request head to 64 KiB (answered 431 beyond it,
+chatproject/uvicorn_http.py; httptools has no bound of its own) and a WebSocket message to the
+application's frame limit, settings.CHAT_MAX_FRAME_BYTES: uvicorn's protocol closes with 1009, the
+code the application would send, as soon as a frame's header announces more, before the payload is
+read (uvicorn's default, 16 MiB, would be read whole before the application refused it).
 
 WebSocket compression (permessage-deflate) is off: chat events are small, and a deflate context
 costs each socket tens of KiB and every frame CPU (`--ws-per-message-deflate` turns it on).
@@ -41,13 +47,19 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parse_args(argv)
     _log_until_django_configures_logging()
     try:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
         import uvicorn
+        from django.conf import settings
+
+        from chatproject.uvicorn_http import HeadBoundedHttpToolsProtocol
 
         uvicorn.run(
             arguments.application,
             host=arguments.bind,
             port=arguments.port,
+            http=HeadBoundedHttpToolsProtocol,
             ws="websockets-sansio",
+            ws_max_size=settings.CHAT_MAX_FRAME_BYTES,
             ws_per_message_deflate=arguments.ws_per_message_deflate,
             lifespan="off",
             log_config=None,  # settings.LOGGING decides

@@ -1,10 +1,14 @@
 """Cluster-wide presence in Redis, with heartbeats and TTLs so a dead node leaves no ghosts.
 
-Per room: a sorted set of user ids scored by when their newest socket entry expires, and per
-(room, user) a sorted set of channel names scored by expiry. Each node refreshes the entries
-of its own sockets every ttl/3 and sweeps expired users out of every room, broadcasting their
-`leave`; the sweep runs in a Lua script, so exactly one node announces each departure.
-Scores are wall-clock seconds: nodes need clocks in sync to well under the TTL (NTP does it).
+Per room: a sorted set of user ids scored by when their newest socket entry expires, a hash of
+their usernames, and per (room, user) a sorted set of channel names scored by expiry. Each node
+refreshes the entries of its own sockets every ttl/3 and sweeps expired users out of every room,
+broadcasting their `leave`; the sweep runs in a Lua script, so exactly one node announces each
+departure. Scores are wall-clock seconds: nodes need clocks in sync to well under the TTL (NTP does it).
+
+Only rooms with someone in them are kept: a room's usernames and its entry in the rooms hash (what
+the sweep walks) go in the same script that takes its last user out, so neither grows with every
+room or user ever seen.
 
 Redis being down never fails a connection: reads answer "nobody", writes are skipped and logged.
 """
@@ -42,10 +46,13 @@ _DISCONNECT = """
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local last = 0
 if redis.call('ZCARD', KEYS[1]) == 0 then
-  return redis.call('ZREM', KEYS[2], ARGV[3])
+  last = redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('HDEL', KEYS[4], ARGV[3])
+  if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('HDEL', KEYS[5], ARGV[4]) end
 end
-return 0
+return last
 """
 
 # Returns 1 when the user was not in the room (swept out while this node was stalled, or Redis lost
@@ -63,7 +70,8 @@ if absent then return 1 end
 return 0
 """
 
-# Returns the ids of users whose every socket entry in the room has expired, removing them.
+# Returns id, username, id, username... of the users whose every socket entry in the room has
+# expired, removing them (and the room from the rooms hash once nobody is left in it).
 _SWEEP = """
 local gone = {}
 for _, uid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
@@ -75,8 +83,11 @@ for _, uid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
   else
     redis.call('ZREM', KEYS[1], uid)
     table.insert(gone, uid)
+    table.insert(gone, redis.call('HGET', KEYS[2], uid) or '')
+    redis.call('HDEL', KEYS[2], uid)
   end
 end
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('HDEL', KEYS[3], ARGV[3]) end
 return gone
 """
 
@@ -108,9 +119,8 @@ class RedisPresence:
     def _user_key(self, user_id: int) -> str:
         return f"{self.prefix}:conn:{user_id}"
 
-    @property
-    def _names_key(self) -> str:
-        return f"{self.prefix}:names"
+    def _names_key(self, room_id: int) -> str:
+        return f"{self.prefix}:{room_id}:names"
 
     @property
     def _rooms_key(self) -> str:
@@ -149,7 +159,7 @@ class RedisPresence:
                 keys=[
                     self._sockets_key(room_id, user_id),
                     self._users_key(room_id),
-                    self._names_key,
+                    self._names_key(room_id),
                     self._rooms_key,
                     self._user_key(user_id),
                 ],
@@ -171,8 +181,14 @@ class RedisPresence:
         client = self._redis()
         try:
             last = await self._disconnect_script(
-                keys=[self._sockets_key(room_id, user_id), self._users_key(room_id), self._user_key(user_id)],
-                args=[time.time(), channel, user_id],
+                keys=[
+                    self._sockets_key(room_id, user_id),
+                    self._users_key(room_id),
+                    self._user_key(user_id),
+                    self._names_key(room_id),
+                    self._rooms_key,
+                ],
+                args=[time.time(), channel, user_id, room_id],
                 client=client,
             )
         except redis.RedisError:
@@ -185,7 +201,7 @@ class RedisPresence:
         client = self._redis()
         try:
             ids = await client.zrangebyscore(self._users_key(room_id), time.time(), "+inf")
-            names = await client.hmget(self._names_key, ids) if ids else []
+            names = await client.hmget(self._names_key(room_id), ids) if ids else []
         except redis.RedisError:
             logger.warning("presence: users unknown (Redis unavailable)", exc_info=True)
             return []
@@ -240,7 +256,7 @@ class RedisPresence:
                         self._sockets_key(room_id, user_id),
                         self._users_key(room_id),
                         self._user_key(user_id),
-                        self._names_key,
+                        self._names_key(room_id),
                         self._rooms_key,
                     ],
                     args=[expires, channel, user_id, self.ttl * 2, username, room_id, room_name],
@@ -254,26 +270,25 @@ class RedisPresence:
         await self.sweep()
 
     async def sweep(self) -> None:
+        """Take the users whose sockets have all expired out of every room someone is in, announcing their leave."""
         from chat.events import publish_member
 
         client = self._redis()
-        rooms = await client.hgetall(self._rooms_key)
+        rooms = [
+            (int(room_id), room_name.decode()) for room_id, room_name in (await client.hgetall(self._rooms_key)).items()
+        ]
         now = time.time()
-        for room_id, room_name in rooms.items():
-            gone = await self._sweep_script(
-                keys=[self._users_key(int(room_id))],
-                args=[now, f"{self.prefix}:{int(room_id)}:u:"],
-                client=client,
-            )
-            if not gone:
-                continue
-            names = await client.hmget(self._names_key, gone)
-            for uid, name in zip(gone, names, strict=True):
-                logger.info("presence: user %s timed out of room %s", int(uid), room_name.decode())
+        async with client.pipeline(transaction=False) as pipe:
+            for room_id, _ in rooms:
+                await self._sweep_script(
+                    keys=[self._users_key(room_id), self._names_key(room_id), self._rooms_key],
+                    args=[now, f"{self.prefix}:{room_id}:u:", room_id],
+                    client=pipe,
+                )
+            swept = await pipe.execute()
+        for (room_id, room_name), gone in zip(rooms, swept, strict=True):
+            for uid, name in zip(gone[::2], gone[1::2], strict=True):
+                logger.info("presence: user %s timed out of room %s", int(uid), room_name)
                 await publish_member(
-                    "leave",
-                    room_id=int(room_id),
-                    room_name=room_name.decode(),
-                    user_id=int(uid),
-                    username=(name or b"").decode(),
+                    "leave", room_id=room_id, room_name=room_name, user_id=int(uid), username=name.decode()
                 )

@@ -58,6 +58,23 @@ def join(presence, user_id, channel, room_id=1, username=None, limit=0):
     )
 
 
+def stored(presence) -> dict[str, object]:
+    """Every key under the node's prefix that stays until removed (the others expire), with its content."""
+    sync = presence._sync
+    keys = [key for key in sync.scan_iter(match=f"{presence.prefix}:*") if sync.ttl(key) == -1]
+    read = {b"hash": sync.hgetall, b"zset": lambda key: sync.zrange(key, 0, -1)}
+    return {key.decode(): read[sync.type(key)](key) for key in keys}
+
+
+async def announced(layer, listener) -> list[dict]:
+    events = []
+    with contextlib.suppress(asyncio.TimeoutError):
+        while True:
+            event = json.loads((await asyncio.wait_for(layer.receive(listener), 0.3))["text"])
+            events.append({k: v for k, v in event.items() if k != "timestamp"})
+    return events
+
+
 async def test_first_and_last_socket_are_reported_across_nodes(make_presence):
     node_a, node_b = make_presence(), make_presence()
 
@@ -102,15 +119,6 @@ async def test_a_stalled_nodes_user_swept_out_is_announced_joining_when_its_hear
     make_presence, room_listener
 ):
     layer, listener = room_listener
-
-    async def announced() -> list[dict]:
-        events = []
-        with contextlib.suppress(asyncio.TimeoutError):
-            while True:
-                event = json.loads((await asyncio.wait_for(layer.receive(listener), 0.3))["text"])
-                events.append({k: v for k, v in event.items() if k != "timestamp"})
-        return events
-
     stalled, other = make_presence(ttl=1), make_presence(ttl=1)
     await join(stalled, 7, "s-1", username="sleepy")
     await join(stalled, 7, "s-2", username="sleepy")  # two sockets: still one join
@@ -118,13 +126,13 @@ async def test_a_stalled_nodes_user_swept_out_is_announced_joining_when_its_hear
     await asyncio.sleep(1.5)
     await other.sweep()
     sleepy = {"id": 7, "username": "sleepy"}
-    assert await announced() == [{"type": "leave", "room": "room1", "user": sleepy}]
+    assert await announced(layer, listener) == [{"type": "leave", "room": "room1", "user": sleepy}]
 
     await stalled.beat()  # it resumes: its sockets are back in the room, and so is the user
     assert await other.users(room_id=1) == [sleepy]
-    assert await announced() == [{"type": "join", "room": "room1", "user": sleepy}]
+    assert await announced(layer, listener) == [{"type": "join", "room": "room1", "user": sleepy}]
     await stalled.beat()  # present all along from here: nothing more to announce
-    assert await announced() == []
+    assert await announced(layer, listener) == []
 
 
 @pytest.mark.parametrize("store", ["redis, two nodes", "in process"])
@@ -143,6 +151,64 @@ async def test_sockets_connecting_at_once_never_pass_the_limit_together(make_pre
     with pytest.raises(TooManySockets):
         await join(nodes[0], 7, "one-too-many", limit=5)
     assert await join(nodes[0], 8, "someone-else", limit=5) is True
+
+
+async def test_rooms_and_names_are_kept_only_while_someone_is_in_the_room(make_presence):
+    node_a, node_b = make_presence(), make_presence()
+    for room_id in range(1, 31):
+        await join(node_a, room_id, f"a{room_id}", room_id=room_id)
+        await join(node_b, 100 + room_id, f"b{room_id}", room_id=room_id)
+        await join(node_b, room_id, f"b-again{room_id}", room_id=room_id)
+    await join(node_a, 500, "stays", room_id=7, username="stayer")
+
+    for room_id in range(1, 31):
+        await node_a.disconnect(room_id=room_id, user_id=room_id, channel=f"a{room_id}")
+        await node_b.disconnect(room_id=room_id, user_id=100 + room_id, channel=f"b{room_id}")
+        await node_b.disconnect(room_id=room_id, user_id=room_id, channel=f"b-again{room_id}")
+
+    prefix = node_a.prefix
+    assert stored(node_a) == {
+        f"{prefix}:rooms": {b"7": b"room7"},
+        f"{prefix}:7:users": [b"500"],
+        f"{prefix}:7:names": {b"500": b"stayer"},
+    }
+    assert await node_b.users(room_id=7) == [{"id": 500, "username": "stayer"}]
+
+    await node_a.disconnect(room_id=7, user_id=500, channel="stays")
+    assert list(node_a._sync.scan_iter(match=f"{prefix}:*")) == []  # nothing at all, expiring or not
+
+
+async def test_the_sweep_walks_only_the_rooms_someone_is_in(make_presence, room_listener):
+    layer, listener = room_listener
+    dead, alive = make_presence(ttl=1), make_presence(ttl=1)
+    for room_id in range(1, 21):
+        await join(dead, room_id, f"dead-{room_id}", room_id=room_id, username="ghost")
+    await join(alive, 8, "alive-1", username="living")
+    dead._heartbeat.cancel()  # the node is killed: no more heartbeats
+    dead._local.clear()
+    swept = []
+    sweep_script = alive._sweep_script
+
+    async def counted_sweep_script(*, keys, args, client):
+        swept.append(keys[0])
+        return await sweep_script(keys=keys, args=args, client=client)
+
+    alive._sweep_script = counted_sweep_script
+    await asyncio.sleep(1.5)  # the ghost's entries expire; every room it was in is swept
+
+    await alive.beat()
+    ghost = {"id": 1, "username": "ghost"}
+    assert await announced(layer, listener) == [{"type": "leave", "room": "room1", "user": ghost}]
+    prefix = alive.prefix
+    assert stored(alive) == {
+        f"{prefix}:rooms": {b"1": b"room1"},
+        f"{prefix}:1:users": [b"8"],
+        f"{prefix}:1:names": {b"8": b"living"},
+    }
+
+    swept.clear()
+    await alive.beat()
+    assert set(swept) == {f"{prefix}:1:users"}  # set: the node's own heartbeat task may sweep meanwhile too
 
 
 async def test_heartbeat_keeps_a_live_socket_beyond_the_ttl(make_presence):

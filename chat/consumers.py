@@ -211,6 +211,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.tasks.append(asyncio.create_task(self._close_at_expiry()))
 
     async def disconnect(self, code):
+        if code == CLOSE_MESSAGE_TOO_BIG and not self.closed:
+            # uvicorn closed it from the frame's header (ws_max_size): logged as the server's own closes are.
+            log_ws(self.scope, "ws.close", code=code, reason="frame too large")
         self.closed = self.left = True
         for task in self.tasks:
             task.cancel()

@@ -387,6 +387,9 @@ async def frame_over_64_kib_closes(server, code: int) -> None:
     assert server.last_seq(user.access_token, room) == base
     assert server.get("/healthz").status == 200
     assert "Traceback" not in server.log()
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    closes = [line for line in lines if line.get("event") == "ws.close" and line.get("user_id") == user.id]
+    assert [(line["code"], line["reason"]) for line in closes] == [(code, "frame too large")]
 
 
 async def test_frame_over_64_kib_closes_1009_where_the_server_can_send_it_and_stores_nothing(server):

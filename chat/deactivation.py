@@ -9,41 +9,16 @@ deletion broadcasts nothing). Meanwhile none of their messages is stored: the wr
 who are not active or no longer exist (services.PosterDeactivated).
 """
 
-import asyncio
 import logging
-import weakref
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat import selectors
+from chat import periodic, selectors
 from chat.events import USER_GROUP_PREFIX, user_group
 from chat.hub import hub
-from chatproject.logs import no_log_context
 
 logger = logging.getLogger("chat.deactivation")
-
-_checks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = weakref.WeakKeyDictionary()
-
-
-def watch() -> None:
-    """Start the running event loop's periodic check, once."""
-    loop = asyncio.get_running_loop()
-    task = _checks.get(loop)
-    if task is None or task.done():
-        with no_log_context():
-            _checks[loop] = loop.create_task(_check_forever(), name="deactivation-check")
-
-
-async def _check_forever() -> None:
-    while True:
-        await asyncio.sleep(settings.CHAT_DEACTIVATION_CHECK_SECONDS)
-        try:
-            await check()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the database is down: the next check tries again
-            logger.warning("check for deactivated users failed", exc_info=True)
 
 
 async def check() -> list[int]:
@@ -56,3 +31,12 @@ async def check() -> list[int]:
         logger.info("user %s is deactivated: closing their sockets", user_id)
         await hub().dispatch({"type": "user.deactivated", "group": user_group(user_id)})
     return inactive
+
+
+watch = periodic.every(
+    lambda: settings.CHAT_DEACTIVATION_CHECK_SECONDS,
+    check,
+    name="deactivation-check",
+    logger=logger,
+    failed="check for deactivated users failed",
+)

@@ -8,42 +8,17 @@ sockets are in, and tells those sockets; one that has not had it fetches what it
 database, after the short wait it gives any hole (a broadcast may still be on its way).
 """
 
-import asyncio
 import logging
-import weakref
 
 from channels.db import database_sync_to_async
 
-from chat import selectors
+from chat import periodic, selectors
 from chat.events import ROOM_GROUP_PREFIX, room_group
 from chat.hub import hub
-from chatproject.logs import no_log_context
 
 logger = logging.getLogger("chat.tails")
 
 TAIL_CHECK_SECONDS = 5.0
-
-_checks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = weakref.WeakKeyDictionary()
-
-
-def watch() -> None:
-    """Start the running event loop's periodic check, once."""
-    loop = asyncio.get_running_loop()
-    task = _checks.get(loop)
-    if task is None or task.done():
-        with no_log_context():
-            _checks[loop] = loop.create_task(_check_forever(), name="tail-check")
-
-
-async def _check_forever() -> None:
-    while True:
-        await asyncio.sleep(TAIL_CHECK_SECONDS)
-        try:
-            await check()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the database is down: the next check tries again
-            logger.warning("check of the rooms' last messages failed", exc_info=True)
 
 
 async def check() -> dict[int, int]:
@@ -55,3 +30,12 @@ async def check() -> dict[int, int]:
     for room_id, last_seq in last_seqs.items():
         await hub().dispatch({"type": "room.tail", "group": room_group(room_id), "last_seq": last_seq})
     return last_seqs
+
+
+watch = periodic.every(
+    lambda: TAIL_CHECK_SECONDS,
+    check,
+    name="tail-check",
+    logger=logger,
+    failed="check of the rooms' last messages failed",
+)

@@ -104,6 +104,10 @@ class RedisPresence:
         self._loop = None
         self._client: aioredis.Redis | None = None
         self._heartbeat: asyncio.Task | None = None
+        # Held by the heartbeat from reading _local until its writes are done, and by disconnect
+        # around its script: a socket closing meanwhile is removed after the heartbeat has written
+        # it, never before (which would put a closed socket back and announce a false join).
+        self._refreshing: asyncio.Lock | None = None
         # channel name -> (room id, room name, user id, username): this node's sockets, refreshed
         # (names included, so a restarted, empty Redis learns them again) by the heartbeat
         self._local: dict[str, tuple[int, str, int, str]] = {}
@@ -138,6 +142,7 @@ class RedisPresence:
             self._disconnect_script = self._client.register_script(_DISCONNECT)
             self._heartbeat_script = self._client.register_script(_HEARTBEAT)
             self._sweep_script = self._client.register_script(_SWEEP)
+            self._refreshing = asyncio.Lock()
             self._heartbeat = None
         if self._heartbeat is None or self._heartbeat.done():
             with no_log_context():
@@ -180,17 +185,18 @@ class RedisPresence:
         self._local.pop(channel, None)
         client = self._redis()
         try:
-            last = await self._disconnect_script(
-                keys=[
-                    self._sockets_key(room_id, user_id),
-                    self._users_key(room_id),
-                    self._user_key(user_id),
-                    self._names_key(room_id),
-                    self._rooms_key,
-                ],
-                args=[time.time(), channel, user_id, room_id],
-                client=client,
-            )
+            async with self._refreshing:
+                last = await self._disconnect_script(
+                    keys=[
+                        self._sockets_key(room_id, user_id),
+                        self._users_key(room_id),
+                        self._user_key(user_id),
+                        self._names_key(room_id),
+                        self._rooms_key,
+                    ],
+                    args=[time.time(), channel, user_id, room_id],
+                    client=client,
+                )
         except redis.RedisError:
             logger.warning("presence: disconnect not recorded (Redis unavailable)", exc_info=True)
             return False
@@ -243,30 +249,34 @@ class RedisPresence:
 
         A user the refresh puts back into a room (this node stalled past the TTL and another node
         announced their leave) is announced as joining again, so every client's list stays right.
+        A socket that closes meanwhile is removed once that is done, its leave after that join.
         """
         from chat.events import publish_member
 
         client = self._redis()
-        expires = time.time() + self.ttl
-        sockets = list(self._local.items())
-        async with client.pipeline(transaction=False) as pipe:
-            for channel, (room_id, room_name, user_id, username) in sockets:
-                await self._heartbeat_script(
-                    keys=[
-                        self._sockets_key(room_id, user_id),
-                        self._users_key(room_id),
-                        self._user_key(user_id),
-                        self._names_key(room_id),
-                        self._rooms_key,
-                    ],
-                    args=[expires, channel, user_id, self.ttl * 2, username, room_id, room_name],
-                    client=pipe,
-                )
-            returned = await pipe.execute()
-        for (_, (room_id, room_name, user_id, username)), absent in zip(sockets, returned, strict=True):
-            if absent:
-                logger.info("presence: user %s back in room %s", user_id, room_name)
-                await publish_member("join", room_id=room_id, room_name=room_name, user_id=user_id, username=username)
+        async with self._refreshing:
+            expires = time.time() + self.ttl
+            sockets = list(self._local.items())
+            async with client.pipeline(transaction=False) as pipe:
+                for channel, (room_id, room_name, user_id, username) in sockets:
+                    await self._heartbeat_script(
+                        keys=[
+                            self._sockets_key(room_id, user_id),
+                            self._users_key(room_id),
+                            self._user_key(user_id),
+                            self._names_key(room_id),
+                            self._rooms_key,
+                        ],
+                        args=[expires, channel, user_id, self.ttl * 2, username, room_id, room_name],
+                        client=pipe,
+                    )
+                returned = await pipe.execute()
+            for (_, (room_id, room_name, user_id, username)), absent in zip(sockets, returned, strict=True):
+                if absent:
+                    logger.info("presence: user %s back in room %s", user_id, room_name)
+                    await publish_member(
+                        "join", room_id=room_id, room_name=room_name, user_id=user_id, username=username
+                    )
         await self.sweep()
 
     async def sweep(self) -> None:

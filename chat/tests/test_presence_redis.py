@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 import redis
+from redis.asyncio.client import Pipeline
 
 from chat.presence import InProcessPresence, TooManySockets
 from chat.presence_redis import RedisPresence
@@ -209,6 +210,35 @@ async def test_the_sweep_walks_only_the_rooms_someone_is_in(make_presence, room_
     swept.clear()
     await alive.beat()
     assert set(swept) == {f"{prefix}:1:users"}  # set: the node's own heartbeat task may sweep meanwhile too
+
+
+async def test_a_socket_closing_while_the_heartbeat_is_under_way_stays_closed(
+    make_presence, room_listener, monkeypatch
+):
+    layer, listener = room_listener
+    node = make_presence()
+    await join(node, 7, "c7", username="leaving")
+    assert await announced(layer, listener) == []  # connect() alone announces nothing: its caller does
+    heartbeat_sent, go_on = asyncio.Event(), asyncio.Event()
+    execute = Pipeline.execute
+
+    async def paused_execute(pipe, *args, **kwargs):
+        heartbeat_sent.set()
+        await go_on.wait()
+        return await execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", paused_execute)
+    beat = asyncio.create_task(node.beat())
+    await heartbeat_sent.wait()  # the heartbeat has read this node's sockets, the close among them
+    closing = asyncio.create_task(node.disconnect(room_id=1, user_id=7, channel="c7"))
+    await asyncio.sleep(0.2)  # the close goes as far as it can while the heartbeat waits for Redis
+    go_on.set()
+    await beat
+
+    assert await closing is True
+    assert await node.users(room_id=1) == []
+    assert await announced(layer, listener) == []  # no join for a socket already closed
+    assert list(node._sync.scan_iter(match=f"{node.prefix}:*")) == []
 
 
 async def test_heartbeat_keeps_a_live_socket_beyond_the_ttl(make_presence):

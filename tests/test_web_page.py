@@ -266,6 +266,33 @@ def test_a_visitor_further_behind_than_the_replay_gets_every_message_once_in_ord
     assert ann.errors == []
 
 
+def test_a_message_deleted_while_the_visitor_was_away_goes_when_the_page_reconnects(visitors, server):
+    owner = server.new_user("owner")
+    room = new_room(server, owner)
+    ann = visitors()
+    ann.register(server.unique_username("ann"))
+    outage = Outage(ann.page)
+    ann.enter_room(room)
+    for text in ("keep me", "remove me", "keep me too"):
+        assert server.post_message(owner.access_token, room, text).status == 201
+    expect(ann.message_texts).to_have_text(["keep me", "remove me", "keep me too"])
+
+    outage.begin()
+    expect(ann.status).to_have_text(re.compile("reconnecting"))
+    deleted = server.manage(
+        "shell",
+        "-c",
+        "from chat import services; from chat.models import Message; "
+        f"print(services.message_delete(messages=Message.objects.filter(room__name='{room}', content='remove me')))",
+    )
+    assert deleted.stdout.strip().splitlines()[-1] == "1", (deleted.stdout, deleted.stderr)
+    outage.end()
+
+    expect(ann.status).to_have_text("connected", timeout=20_000)
+    expect(ann.message_texts).to_have_text(["keep me", "keep me too"])
+    assert ann.errors == []
+
+
 def test_the_browser_coming_online_during_the_backoff_opens_one_socket_not_two(visitors, server):
     ann = visitors()
     ann.register(server.unique_username("ann"))

@@ -340,6 +340,7 @@
       filling: false,
       gapTimer: null,
       connecting: false, // a connect() is fetching its ticket or opening its socket
+      connectedBefore: false, // an open socket is a reconnect: deletions made meanwhile are looked for
       oldestSeq: null,
       socket: null,
       attempt: 0,
@@ -471,6 +472,25 @@
     }
   }
 
+  // A resumed socket replays what was missed, not what was deleted meanwhile: after a reconnect the
+  // newest page is read again, and a message shown in its span that it no longer holds goes.
+  async function dropDeletedWhileAway(room) {
+    const upto = room.lastSeq;
+    if (upto === null) return;
+    let result;
+    try {
+      result = await api(`/messages/${encodeURIComponent(room.name)}?limit=${HISTORY_PAGE}&before=${upto + 1}`);
+    } catch (e) {
+      return; // the next reconnect looks again
+    }
+    if (room !== current || !result.ok) return;
+    const kept = new Set(result.data.map((message) => message.seq));
+    const from = result.data.length < HISTORY_PAGE ? 0 : Math.min(...kept);
+    for (const [seq, node] of room.bySeq) {
+      if (seq >= from && seq <= upto && !kept.has(seq)) node.remove(); // the seq stays known, as on message_deleted
+    }
+  }
+
   // The older page appears above what is shown, which stays where it is on screen.
   async function loadOlder() {
     const room = current;
@@ -537,6 +557,8 @@
       room.attempt = 0;
       setStatus("connected");
       resendPending(room);
+      if (room.connectedBefore) dropDeletedWhileAway(room);
+      room.connectedBefore = true;
     });
     socket.addEventListener("message", (event) => {
       if (room !== current) return;

@@ -456,8 +456,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         """The messages after `since` to replay, and the room's last seq at the same moment."""
         if since is None:
             return [], await database_sync_to_async(selectors.room_last_seq)(room_id=self.room.pk)
+        # One more than is replayed: whether anything is left out (the newest seqs may be deleted ones).
         return await database_sync_to_async(selectors.message_replay)(
-            room_id=self.room.pk, after=since, limit=settings.CHAT_REPLAY_LIMIT
+            room_id=self.room.pk, after=since, limit=settings.CHAT_REPLAY_LIMIT + 1
         )
 
     async def _replay(self, messages: list, last_seq: int) -> None:
@@ -466,8 +467,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # rest with GET /messages?after=. A since beyond the newest message (a client of a reset
         # database) still gets every new message. What the hub delivered meanwhile waits in the
         # backlog, behind the replay; the orderer drops what the replay already holds.
+        left_out = len(messages) > settings.CHAT_REPLAY_LIMIT
+        messages = messages[: settings.CHAT_REPLAY_LIMIT]
         replay = [encode(message_event(m)) for m in messages]
-        if len(messages) >= settings.CHAT_REPLAY_LIMIT and messages[-1].seq < last_seq:
+        if left_out:
             cut = replay_truncated_event(room_name=self.room.name, replayed_to=messages[-1].seq, last_seq=last_seq)
             replay.append(encode(cut))
         self.backlog.extendleft(("raw", None, (text, None)) for text in reversed(replay))

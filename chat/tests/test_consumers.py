@@ -22,7 +22,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import User
 from accounts.services import user_set_active
-from chat import events
+from chat import events, services
 from chat.consumers import RoomConsumer
 from chat.frames import text_frame
 from chat.hub import hub
@@ -1050,6 +1050,22 @@ async def test_a_replay_that_holds_every_missed_message_is_not_truncated(
     assert await receive_all(communicator, 5 - since + 2) == [
         presence_event(alice),
         *[message_event(m) for m in five_messages[since:]],
+        member_event("join", alice),
+    ]
+    assert await silent(communicator)
+
+
+async def test_a_replay_is_not_called_truncated_when_only_deleted_messages_follow_it(
+    sockets, alice, five_messages, settings
+):
+    settings.CHAT_REPLAY_LIMIT = 3
+    await sync_to_async(services.message_delete)(messages=five_messages[4:])
+
+    communicator = await connect(sockets, alice, since=1)
+
+    assert await receive_all(communicator, 5) == [
+        presence_event(alice),
+        *[message_event(m) for m in five_messages[1:4]],
         member_event("join", alice),
     ]
     assert await silent(communicator)

@@ -104,10 +104,12 @@ class RedisPresence:
         self._loop = None
         self._client: aioredis.Redis | None = None
         self._heartbeat: asyncio.Task | None = None
-        # Held by the heartbeat from reading _local until its writes are done, and by disconnect
-        # around its script: a socket closing meanwhile is removed after the heartbeat has written
-        # it, never before (which would put a closed socket back and announce a false join).
-        self._refreshing: asyncio.Lock | None = None
+        # The sockets a running heartbeat read from _local, and its end: a socket of those closing
+        # meanwhile is removed after the heartbeat has written it, never before (which would put a
+        # closed socket back and announce a false join). Other closes do not wait, nor do closes
+        # wait for each other.
+        self._refreshing_channels: frozenset[str] = frozenset()
+        self._refreshed: asyncio.Event | None = None
         # channel name -> (room id, room name, user id, username): this node's sockets, refreshed
         # (names included, so a restarted, empty Redis learns them again) by the heartbeat
         self._local: dict[str, tuple[int, str, int, str]] = {}
@@ -142,7 +144,7 @@ class RedisPresence:
             self._disconnect_script = self._client.register_script(_DISCONNECT)
             self._heartbeat_script = self._client.register_script(_HEARTBEAT)
             self._sweep_script = self._client.register_script(_SWEEP)
-            self._refreshing = asyncio.Lock()
+            self._refreshing_channels, self._refreshed = frozenset(), None
             self._heartbeat = None
         if self._heartbeat is None or self._heartbeat.done():
             with no_log_context():
@@ -185,18 +187,19 @@ class RedisPresence:
         self._local.pop(channel, None)
         client = self._redis()
         try:
-            async with self._refreshing:
-                last = await self._disconnect_script(
-                    keys=[
-                        self._sockets_key(room_id, user_id),
-                        self._users_key(room_id),
-                        self._user_key(user_id),
-                        self._names_key(room_id),
-                        self._rooms_key,
-                    ],
-                    args=[time.time(), channel, user_id, room_id],
-                    client=client,
-                )
+            if channel in self._refreshing_channels and self._refreshed is not None:
+                await self._refreshed.wait()
+            last = await self._disconnect_script(
+                keys=[
+                    self._sockets_key(room_id, user_id),
+                    self._users_key(room_id),
+                    self._user_key(user_id),
+                    self._names_key(room_id),
+                    self._rooms_key,
+                ],
+                args=[time.time(), channel, user_id, room_id],
+                client=client,
+            )
         except redis.RedisError:
             logger.warning("presence: disconnect not recorded (Redis unavailable)", exc_info=True)
             return False
@@ -254,9 +257,11 @@ class RedisPresence:
         from chat.events import publish_member
 
         client = self._redis()
-        async with self._refreshing:
-            expires = time.time() + self.ttl
-            sockets = list(self._local.items())
+        expires = time.time() + self.ttl
+        sockets = list(self._local.items())
+        refreshed = asyncio.Event()
+        self._refreshing_channels, self._refreshed = frozenset(channel for channel, _ in sockets), refreshed
+        try:
             async with client.pipeline(transaction=False) as pipe:
                 for channel, (room_id, room_name, user_id, username) in sockets:
                     await self._heartbeat_script(
@@ -277,6 +282,10 @@ class RedisPresence:
                     await publish_member(
                         "join", room_id=room_id, room_name=room_name, user_id=user_id, username=username
                     )
+        finally:
+            refreshed.set()
+            if self._refreshed is refreshed:
+                self._refreshing_channels = frozenset()
         await self.sweep()
 
     async def sweep(self) -> None:

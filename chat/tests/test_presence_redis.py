@@ -241,6 +241,30 @@ async def test_a_socket_closing_while_the_heartbeat_is_under_way_stays_closed(
     assert list(node._sync.scan_iter(match=f"{node.prefix}:*")) == []
 
 
+async def test_a_socket_the_heartbeat_did_not_read_closes_without_waiting_for_it(make_presence, monkeypatch):
+    # Closes wait only for a heartbeat that read them: a slow Redis must not queue every close of a node.
+    node = make_presence()
+    await join(node, 7, "c7")
+    heartbeat_sent, go_on = asyncio.Event(), asyncio.Event()
+    execute = Pipeline.execute
+
+    async def paused_execute(pipe, *args, **kwargs):
+        heartbeat_sent.set()
+        await go_on.wait()
+        return await execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", paused_execute)
+    beat = asyncio.create_task(node.beat())
+    await heartbeat_sent.wait()
+    await join(node, 8, "c8")  # opened after the heartbeat read this node's sockets
+    try:
+        assert await asyncio.wait_for(node.disconnect(room_id=1, user_id=8, channel="c8"), timeout=2) is True
+    finally:
+        go_on.set()
+        await beat
+    assert await node.users(room_id=1) == [{"id": 7, "username": "u7"}]
+
+
 async def test_heartbeat_keeps_a_live_socket_beyond_the_ttl(make_presence):
     node = make_presence(ttl=1)
     await join(node, 3, "c3")

@@ -212,7 +212,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         if code == CLOSE_MESSAGE_TOO_BIG and not self.closed:
-            # uvicorn closed it from the frame's header (ws_max_size): logged as the server's own closes are.
+            # uvicorn closed it from the frame's header (ws_max_size): logged as the server's own closes
+            # are. (A client closing with 1009 itself is logged the same way; the ASGI event cannot tell.)
             log_ws(self.scope, "ws.close", code=code, reason="frame too large")
         self.closed = self.left = True
         for task in self.tasks:
@@ -231,8 +232,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         """Handle one client frame."""
-        if self.room is None:  # refused (4001/4004) and closing: frames that raced the close are dropped
-            return
+        if self.orderer is None or self.closed:  # not joined (refused, or failed to join) and closing:
+            return  # frames that raced the close are dropped
         payload = text_data if text_data is not None else bytes_data or b""
         size = len(payload.encode("utf-8", "surrogatepass")) if isinstance(payload, str) else len(payload)
         if size > settings.CHAT_MAX_FRAME_BYTES:
@@ -298,7 +299,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 await self._queue("message", result.message.seq, item)
         elif not result.published:
             # Stored, but the broadcast did not leave: the sender still gets its acknowledgement
-            # (the others heal from the database at their next message or reconnect).
+            # (the others fill it from the database at the next message or the next tail check).
             await self._queue("message", result.message.seq, (encode(message_event(result.message)), None))
 
     # --- events from the hub --------------------------------------------------------------
@@ -326,7 +327,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         elif kind == "user.deactivated":
             return self.close_with(CLOSE_DEACTIVATED, "user deactivated")
         elif kind == "room.tail":  # the room's newest seq (chat.tails): a lost last message is a hole
-            if self.orderer is not None:
+            # Only for a socket with nothing queued: what waits in its backlog has not reached the
+            # orderer yet, and a slow reader's queue would look like a hole to fetch again and again.
+            if self.orderer is not None and not self.backlog and not self.emitting:
                 self.orderer.expect(event["last_seq"])
                 self._watch_holes()
             return None

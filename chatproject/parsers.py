@@ -29,7 +29,15 @@ class FormParser(parsers.FormParser):
         body = stream.read()
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            parse_qsl(body.decode(encoding), keep_blank_values=True, encoding=encoding, errors="strict")
+            parse_qsl(
+                body.decode(encoding),
+                keep_blank_values=True,
+                encoding=encoding,
+                errors="strict",
+                max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS,
+            )
         except (UnicodeDecodeError, LookupError):
             raise ParseError(f"Form parse error - not {encoding} text.") from None
+        except ValueError:
+            pass  # too many fields: Django's QueryDict refuses them below, as it always has
         return super().parse(io.BytesIO(body), media_type, parser_context)

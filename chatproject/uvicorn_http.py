@@ -5,7 +5,9 @@ closed, before the application sees any of it; the parser is fed at most that ma
 so a head that never ends holds no more. A head is counted from the first read after the previous
 request's end: one that a pipelining client starts in the same read as an earlier request's end can
 pass the bound by the rest of that read, never grow without end. Bodies are not counted: Django
-bounds those (DATA_UPLOAD_MAX_MEMORY_SIZE). Nothing bounds how long a head may take to arrive.
+keeps one in memory up to 2.5 MB, spools a longer one to a temporary file and refuses it once read
+(DATA_UPLOAD_MAX_MEMORY_SIZE); the proxy bounds their size (nginx's client_max_body_size). Nothing
+bounds how long a head may take to arrive.
 """
 
 import json

@@ -1397,3 +1397,21 @@ async def test_a_refused_direct_frame_goes_through_asgi_in_order_and_direct_writ
 
     assert await receive_all(listener, 3) == [message_event(m) for m in messages]
     assert writer.direct == ["first", "third"]
+
+
+async def test_the_rooms_newest_seq_makes_a_hole_only_for_a_socket_with_nothing_queued():
+    wire = Wire(refuse=True)  # a slow reader: nothing can be written directly
+    consumer = socket_on(wire)
+    consumer.emitting = True  # a send is under way; what arrives waits in the backlog
+    consumer.deliver(commit_event(1, 2, 3))
+
+    consumer.deliver({"type": "room.tail", "group": "room.1", "last_seq": 3})
+
+    assert consumer.orderer.hole() is None  # 1-3 are queued here, not missing
+    assert consumer.tasks == []
+    consumer.backlog.clear()
+    consumer.emitting = False
+    consumer.deliver({"type": "room.tail", "group": "room.1", "last_seq": 3})
+    assert consumer.orderer.hole() == (0, 3)
+    for task in consumer.tasks:
+        task.cancel()

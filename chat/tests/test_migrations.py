@@ -25,18 +25,21 @@ def test_the_migration_renames_rooms_named_alike_and_keeps_the_oldest_name(capsy
     second = old_room.objects.create(name="Chat")
     third = old_room.objects.create(name="x" * 48 + "AT")  # the id cut into its end
     fourth = old_room.objects.create(name="x" * 48 + "at")
+    taken = old_room.objects.create(name=f"CHAT-{second.pk}")  # the name "Chat" would get, in another case
+    ids = [first.pk, second.pk, third.pk, fourth.pk, taken.pk]
     try:
         executor = MigrationExecutor(connection)
         executor.migrate(AFTER)
-        names = dict(Room.objects.filter(pk__in=[first.pk, second.pk, third.pk, fourth.pk]).values_list("pk", "name"))
+        names = dict(Room.objects.filter(pk__in=ids).values_list("pk", "name"))
         suffix = f"-{fourth.pk}"
         assert names == {
             first.pk: "chat",
-            second.pk: f"Chat-{second.pk}",
+            second.pk: f"Chat-{second.pk}-1",
             third.pk: "x" * 48 + "AT",
             fourth.pk: ("x" * 48 + "at")[: 50 - len(suffix)] + suffix,
+            taken.pk: f"CHAT-{second.pk}",
         }
-        assert f"Room 'Chat' (id {second.pk}) renamed 'Chat-{second.pk}'" in capsys.readouterr().out
+        assert f"Room 'Chat' (id {second.pk}) renamed 'Chat-{second.pk}-1'" in capsys.readouterr().out
     finally:
-        Room.objects.filter(pk__in=[first.pk, second.pk, third.pk, fourth.pk]).delete()
+        Room.objects.filter(pk__in=ids).delete()
         MigrationExecutor(connection).migrate(executor.loader.graph.leaf_nodes())

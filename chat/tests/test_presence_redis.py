@@ -136,6 +136,7 @@ async def test_a_stalled_nodes_user_swept_out_is_announced_joining_when_its_hear
     assert await announced(layer, listener) == []
 
 
+# In process, connect() holds a lock and never awaits: there the case checks the count and the refusal.
 @pytest.mark.parametrize("store", ["redis, two nodes", "in process"])
 async def test_sockets_connecting_at_once_never_pass_the_limit_together(make_presence, store):
     nodes = [make_presence(), make_presence()] if store.startswith("redis") else [InProcessPresence()]

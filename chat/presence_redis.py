@@ -132,6 +132,16 @@ class RedisPresence:
     def _rooms_key(self) -> str:
         return f"{self.prefix}:rooms"
 
+    def _socket_keys(self, room_id: int, user_id: int) -> list[str]:
+        """The keys a socket's heartbeat and disconnect scripts touch, in their KEYS order."""
+        return [
+            self._sockets_key(room_id, user_id),
+            self._users_key(room_id),
+            self._user_key(user_id),
+            self._names_key(room_id),
+            self._rooms_key,
+        ]
+
     def _redis(self) -> aioredis.Redis:
         """One asyncio client per event loop (clients are bound to the loop that made them)."""
         loop = asyncio.get_running_loop()
@@ -190,13 +200,7 @@ class RedisPresence:
             if channel in self._refreshing_channels and self._refreshed is not None:
                 await self._refreshed.wait()
             last = await self._disconnect_script(
-                keys=[
-                    self._sockets_key(room_id, user_id),
-                    self._users_key(room_id),
-                    self._user_key(user_id),
-                    self._names_key(room_id),
-                    self._rooms_key,
-                ],
+                keys=self._socket_keys(room_id, user_id),
                 args=[time.time(), channel, user_id, room_id],
                 client=client,
             )
@@ -265,13 +269,7 @@ class RedisPresence:
             async with client.pipeline(transaction=False) as pipe:
                 for channel, (room_id, room_name, user_id, username) in sockets:
                     await self._heartbeat_script(
-                        keys=[
-                            self._sockets_key(room_id, user_id),
-                            self._users_key(room_id),
-                            self._user_key(user_id),
-                            self._names_key(room_id),
-                            self._rooms_key,
-                        ],
+                        keys=self._socket_keys(room_id, user_id),
                         args=[expires, channel, user_id, self.ttl * 2, username, room_id, room_name],
                         client=pipe,
                     )

@@ -213,6 +213,21 @@ async def test_the_sweep_walks_only_the_rooms_someone_is_in(make_presence, room_
     assert set(swept) == {f"{prefix}:1:users"}  # set: the node's own heartbeat task may sweep meanwhile too
 
 
+def pause_pipelines(monkeypatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Every pipeline (the heartbeat's) waits at its round trip: the first event says one has come
+    that far, setting the second lets it go on."""
+    reached, go_on = asyncio.Event(), asyncio.Event()
+    execute = Pipeline.execute
+
+    async def paused_execute(pipe, *args, **kwargs):
+        reached.set()
+        await go_on.wait()
+        return await execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", paused_execute)
+    return reached, go_on
+
+
 async def test_a_socket_closing_while_the_heartbeat_is_under_way_stays_closed(
     make_presence, room_listener, monkeypatch
 ):
@@ -220,15 +235,7 @@ async def test_a_socket_closing_while_the_heartbeat_is_under_way_stays_closed(
     node = make_presence()
     await join(node, 7, "c7", username="leaving")
     assert await announced(layer, listener) == []  # connect() alone announces nothing: its caller does
-    heartbeat_sent, go_on = asyncio.Event(), asyncio.Event()
-    execute = Pipeline.execute
-
-    async def paused_execute(pipe, *args, **kwargs):
-        heartbeat_sent.set()
-        await go_on.wait()
-        return await execute(pipe, *args, **kwargs)
-
-    monkeypatch.setattr(Pipeline, "execute", paused_execute)
+    heartbeat_sent, go_on = pause_pipelines(monkeypatch)
     beat = asyncio.create_task(node.beat())
     await heartbeat_sent.wait()  # the heartbeat has read this node's sockets, the close among them
     closing = asyncio.create_task(node.disconnect(room_id=1, user_id=7, channel="c7"))
@@ -246,15 +253,7 @@ async def test_a_socket_the_heartbeat_did_not_read_closes_without_waiting_for_it
     # Closes wait only for a heartbeat that read them: a slow Redis must not queue every close of a node.
     node = make_presence()
     await join(node, 7, "c7")
-    heartbeat_sent, go_on = asyncio.Event(), asyncio.Event()
-    execute = Pipeline.execute
-
-    async def paused_execute(pipe, *args, **kwargs):
-        heartbeat_sent.set()
-        await go_on.wait()
-        return await execute(pipe, *args, **kwargs)
-
-    monkeypatch.setattr(Pipeline, "execute", paused_execute)
+    heartbeat_sent, go_on = pause_pipelines(monkeypatch)
     beat = asyncio.create_task(node.beat())
     await heartbeat_sent.wait()
     await join(node, 8, "c8")  # opened after the heartbeat read this node's sockets

@@ -787,3 +787,51 @@ def test_the_message_box_counts_characters_as_the_server_does(visitors, server):
     expect(ann.page.locator("#send-error")).to_have_text("")
     ann.message_box.press("Enter")
     expect(ann.message_texts.last).to_have_text("a" * 4000)
+
+
+def test_keyboard_focus_and_screen_reader_announcements(visitors, server):
+    poster = server.new_user("poster")
+    room = new_room(server, poster)
+    for n in range(1, 56):
+        assert server.post_message(poster.access_token, room, f"old {n}").status == 201
+    ann, ben = visitors(), visitors()
+    ben.register(server.unique_username("ben"))
+    ann.open()
+    ann.fill_credentials(server.unique_username("ann"))
+    ann.page.get_by_role("button", name="Register", exact=True).focus()
+    ann.page.keyboard.press("Enter")
+    expect(ann.page.get_by_role("button", name="Log out")).to_be_visible()
+    focused = "document.activeElement.id || document.activeElement.dataset.room || document.activeElement.tagName"
+    assert ann.page.evaluate(focused) == "rooms-title"  # not lost to <body> with the form
+
+    ann.page.get_by_role("button", name=room, exact=True).focus()
+    ann.page.wait_for_timeout(16_000)  # the room list is built anew every 15 s
+    assert ann.page.evaluate(focused) == room
+
+    ann.page.keyboard.press("Enter")
+    expect(ann.status).to_have_text("connected")
+    assert ann.page.locator("#messages").get_attribute("aria-live") is None  # history is not read out
+    expect(ann.page.locator("#announce")).to_have_text("")
+    ann.page.get_by_role("button", name="Load older").focus()
+    ann.page.keyboard.press("Enter")
+    expect(ann.page.get_by_role("button", name="Load older")).to_be_hidden()
+    assert ann.page.evaluate(focused) == "messages"
+
+    ben.enter_room(room)
+    expect(ann.page.locator("#announce")).to_have_text(f"{ben.page.locator('#whoami-name').inner_text()} joined")
+    ann.page.evaluate(
+        "window.typingChanges = 0; new MutationObserver(() => window.typingChanges++)"
+        ".observe(document.getElementById('typing'), {childList: true, characterData: true, subtree: true})"
+    )
+    ben.message_box.press_sequentially("a")
+    ben.page.wait_for_timeout(2_500)  # the next typing frame, after TYPING_SEND_EVERY_MS
+    ben.message_box.press_sequentially("b")
+    ben.page.wait_for_timeout(500)
+    assert ann.page.evaluate("window.typingChanges") == 1  # shown once, not announced again
+    ben.message_box.fill("hello ann")
+    ben.message_box.press("Enter")
+    expect(ann.page.locator("#announce")).to_have_text(re.compile(r": hello ann$"))
+    ann.send("mine")
+    expect(ann.message_texts.last).to_have_text("mine")
+    expect(ann.page.locator("#announce")).to_have_text(re.compile(r": hello ann$"))  # one's own is not announced
+    assert ann.errors == []

@@ -256,6 +256,8 @@
   }
 
   function showSignedIn() {
+    // Focus in the form (or already lost: its buttons are disabled while it is sent) would be lost.
+    const fromTheForm = $("auth").contains(document.activeElement) || document.activeElement === document.body;
     resetView();
     $("auth").hidden = true;
     $("app").hidden = false;
@@ -263,6 +265,7 @@
     const name = auth.user ? auth.user.username : "";
     $("whoami-name").textContent = name;
     $("whoami-name").title = name;
+    if (fromTheForm) $("rooms-title").focus();
     loadRooms();
   }
 
@@ -273,6 +276,7 @@
     $("messages").replaceChildren();
     $("online").replaceChildren();
     $("typing").textContent = "";
+    $("announce").textContent = "";
     $("send-error").textContent = "";
     $("message-input").value = "";
     $("message-input").removeAttribute("aria-invalid");
@@ -304,6 +308,8 @@
 
   function renderRooms(rooms) {
     const list = $("rooms");
+    // The list is built anew at each poll: the room button that had the focus gets it back.
+    const focused = list.contains(document.activeElement) ? document.activeElement.dataset.room : null;
     list.replaceChildren();
     for (const room of rooms) {
       const item = el("li", "room-item");
@@ -319,7 +325,9 @@
       item.append(button, count);
       if (room.title) item.title = room.title;
       list.append(item);
+      if (room.name === focused) button.focus();
     }
+    if (focused !== null && !list.contains(document.activeElement)) $("rooms-title").focus(); // its room is gone
   }
 
   // --- a room: history, live socket, sending --------------------------------------------
@@ -447,6 +455,7 @@
     $("messages").replaceChildren();
     $("online").replaceChildren();
     $("typing").textContent = "";
+    $("announce").textContent = "";
     $("send-error").textContent = "";
     for (const button of document.querySelectorAll(".room-link")) {
       if (button.dataset.room === name) button.setAttribute("aria-current", "true");
@@ -466,6 +475,8 @@
     if (result.ok) {
       for (const message of result.data.slice().reverse()) addMessage(message);
       $("load-older").hidden = result.data.length < HISTORY_PAGE;
+      // The box had the focus while the room was empty; on a phone the history has pushed it down.
+      if (document.activeElement === $("message-input")) $("message-input").scrollIntoView({ block: "nearest" });
       if (room.lastSeq === null) room.lastSeq = 0;
     } else {
       $("send-error").textContent = describeErrors(result.data, result.status);
@@ -508,7 +519,10 @@
     const anchor = room.bySeq.get(before);
     const topBefore = anchor ? anchor.getBoundingClientRect().top : 0;
     for (const message of result.data) addMessage(message);
-    if (result.data.length < HISTORY_PAGE) $("load-older").hidden = true;
+    if (result.data.length < HISTORY_PAGE) {
+      if (document.activeElement === $("load-older")) list.focus(); // not lost with the button
+      $("load-older").hidden = true;
+    }
     if (anchor && anchor.isConnected) list.scrollTop += anchor.getBoundingClientRect().top - topBefore;
   }
 
@@ -610,6 +624,9 @@
         renderOnline(room);
         break;
       case "message":
+        if (!room.bySeq.has(data.seq) && !isMe(data.user)) {
+          announce(`${data.user.username}: ${data.content}`);
+        }
         receiveMessage(room, data);
         clearTyping(room, data.user.username);
         break;
@@ -617,11 +634,13 @@
         room.online.set(data.user.id, data.user.username);
         renderOnline(room);
         addNotice(`${data.user.username} joined`);
+        if (!isMe(data.user)) announce(`${data.user.username} joined`);
         break;
       case "leave":
         room.online.delete(data.user.id);
         renderOnline(room);
         addNotice(`${data.user.username} left`);
+        if (!isMe(data.user)) announce(`${data.user.username} left`);
         break;
       case "typing":
         showTyping(room, data.user.username);
@@ -720,7 +739,7 @@
   }
 
   function messageNode(message) {
-    const own = auth && auth.user && message.user.id === auth.user.id;
+    const own = isMe(message.user);
     const item = el("li", own ? "message own" : "message");
     item.dataset.seq = String(message.seq);
     const meta = el("div", "meta");
@@ -769,8 +788,17 @@
     room.lastSeq = room.lastSeq === null ? message.seq : Math.max(room.lastSeq, message.seq);
     room.oldestSeq = room.oldestSeq === null ? message.seq : Math.min(room.oldestSeq, message.seq);
     // Only a message placed last follows the bottom: older pages appear above without moving the view.
-    const own = auth && auth.user && message.user.id === auth.user.id;
+    const own = isMe(message.user);
     if (next === null && (stickToBottom || own)) list.scrollTop = list.scrollHeight;
+  }
+
+  function isMe(user) {
+    return Boolean(auth && auth.user && user.id === auth.user.id);
+  }
+
+  // For screen readers: one line at a time in the polite live region (the conversation is not one).
+  function announce(text) {
+    $("announce").textContent = text;
   }
 
   function addNotice(text) {
@@ -801,8 +829,9 @@
   function renderTyping(room) {
     if (room !== current) return;
     const names = [...room.typing.keys()];
-    $("typing").textContent =
+    const text =
       names.length === 0 ? "" : names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
+    if ($("typing").textContent !== text) $("typing").textContent = text; // the same text is not announced again
   }
 
   function newClientId() {

@@ -23,7 +23,7 @@ logger = logging.getLogger("chat.deactivation")
 
 async def check() -> list[int]:
     """Close the sockets of this process's users who are no longer active; their ids."""
-    local = [int(group.removeprefix(USER_GROUP_PREFIX)) for group in hub().groups(USER_GROUP_PREFIX)]
+    local = hub().group_ids(USER_GROUP_PREFIX)
     if not local:
         return []
     inactive = await database_sync_to_async(selectors.inactive_user_ids)(user_ids=local)

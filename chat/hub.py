@@ -57,9 +57,9 @@ class Hub:
             except Exception:
                 logger.warning("channel layer unavailable while leaving %s", group, exc_info=True)
 
-    def groups(self, prefix: str) -> list[str]:
-        """The groups whose name starts with `prefix` that some socket of this process follows."""
-        return [group for group in self._groups if group.startswith(prefix)]
+    def group_ids(self, prefix: str) -> list[int]:
+        """The ids of the groups named `<prefix><id>` (rooms, users) that some socket of this process follows."""
+        return [int(group.removeprefix(prefix)) for group in self._groups if group.startswith(prefix)]
 
     async def _start(self) -> None:
         if self._reader is not None:

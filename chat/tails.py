@@ -23,7 +23,7 @@ TAIL_CHECK_SECONDS = 5.0
 
 async def check() -> dict[int, int]:
     """Tell this process's sockets their rooms' newest seqs; {room id: last seq}."""
-    rooms = [int(group.removeprefix(ROOM_GROUP_PREFIX)) for group in hub().groups(ROOM_GROUP_PREFIX)]
+    rooms = hub().group_ids(ROOM_GROUP_PREFIX)
     if not rooms:
         return {}
     last_seqs = await database_sync_to_async(selectors.room_last_seqs)(room_ids=rooms)

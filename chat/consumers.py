@@ -42,6 +42,9 @@ CLOSE_FRAME_TOO_LARGE = 4009
 CLOSE_TOO_MANY_CONNECTIONS = 4029
 CLOSE_TRY_AGAIN = 4500  # the database or channel layer is unavailable: reconnect with since=
 GAP_WAIT_SECONDS = 0.5
+# A socket's typing frames are relayed at most once a second; the rest are dropped without an answer
+# (the web page sends one every 2 s while a key is pressed, and shows it for 4 s).
+TYPING_EVERY_SECONDS = 1.0
 
 
 def parse_since(raw: str | None) -> tuple[int | None, str | None]:
@@ -110,6 +113,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     closed = False
     left = False  # disconnect ran: out of the hub's groups and of presence
     write_frame = None  # chat.frames.direct_writer: room events skip the ASGI send path
+    typing_at = float("-inf")  # when this socket's last typing frame was relayed (time.monotonic)
     tasks: list
 
     async def __call__(self, scope, receive, send):
@@ -253,19 +257,26 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if kind == "message":
             await self._message(frame)
         elif kind == "typing":
-            await self._room_send(
-                "chat.typing",
-                user_id=self.user.pk,
-                text=encode(
-                    {
-                        "type": "typing",
-                        "room": self.room.name,
-                        "user": {"id": self.user.pk, "username": self.user.username},
-                    }
-                ),
-            )
+            await self._typing()
         else:
             await self.send_error("bad_request", 'type must be "message" or "typing".', frame.get("client_id"))
+
+    async def _typing(self) -> None:
+        now = time.monotonic()
+        if now - self.typing_at < TYPING_EVERY_SECONDS:
+            return  # the others were told a moment ago
+        self.typing_at = now
+        await self._room_send(
+            "chat.typing",
+            user_id=self.user.pk,
+            text=encode(
+                {
+                    "type": "typing",
+                    "room": self.room.name,
+                    "user": {"id": self.user.pk, "username": self.user.username},
+                }
+            ),
+        )
 
     async def _message(self, frame: dict) -> None:
         client_id = frame.get("client_id")

@@ -14,6 +14,7 @@ from chat import sql
 from chat.audit import audit_record, audit_record_many
 from chat.events import publish_message_deleted, publish_messages
 from chat.models import ROOM_NAME, Message, Mute, Room
+from chat.text import is_blank
 from chatproject.ratelimit import hit, hit_many, parse_rate
 
 CLIENT_ID_MAX_LENGTH = 64
@@ -62,6 +63,8 @@ def message_validate(*, content, client_id=None) -> None:
         raise MessageRejected("too_long", f"Message is longer than {limit} characters.")
     if not is_storable_text(content):
         raise MessageRejected("bad_request", "content contains characters that cannot be stored.")
+    if is_blank(content):  # zero-width and format characters only: shown as an empty line
+        raise MessageRejected("empty", "Message has no visible characters.")
     if client_id is not None and not (
         isinstance(client_id, str) and 1 <= len(client_id) <= CLIENT_ID_MAX_LENGTH and is_storable_text(client_id)
     ):
@@ -527,7 +530,7 @@ def room_update(*, room: Room, title: str, actor: User | None = None) -> Room:
     error = room_title_error(title)
     if error:
         raise RoomRejected("title", error)
-    room.title = title.strip()
+    room.title = stored_title(title)
     room.save(update_fields=["title"])
     audit_record(actor=actor, action="room_change", target=room, detail={"title": room.title})
     return room
@@ -555,6 +558,11 @@ def room_title_error(title) -> str | None:
     return None
 
 
+def stored_title(title: str) -> str:
+    """The title as stored: trimmed, and empty (the room shows its name) when it would show nothing."""
+    return "" if is_blank(title) else title.strip()
+
+
 def room_create(*, user: User | None, name, title="", actor: User | None = None) -> Room:
     """Create a room; users' room creations count against CHAT_MESSAGE_RATE like their messages.
 
@@ -573,7 +581,7 @@ def room_create(*, user: User | None, name, title="", actor: User | None = None)
         hit("messages", str(user.pk), parse_rate(settings.CHAT_MESSAGE_RATE))
     try:
         with transaction.atomic():
-            room = Room.objects.create(name=name, title=title.strip())
+            room = Room.objects.create(name=name, title=stored_title(title))
             if actor is not None or user is None:
                 audit_record(actor=actor, action="room_create", target=room, detail={"title": room.title})
             return room

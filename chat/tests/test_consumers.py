@@ -601,6 +601,23 @@ async def test_typing_reaches_the_others_but_not_the_typist_nor_their_other_tabs
     assert await stored() == []
 
 
+async def test_a_burst_of_typing_frames_reaches_the_others_once_a_second(sockets, alice, bob):
+    typist = await enter(sockets, alice)
+    other = await enter(sockets, bob)
+    assert await receive(typist) == member_event("join", bob)
+
+    for _ in range(30):
+        await typist.send_json_to({"type": "typing"})
+    assert await receive(other) == typing_event(alice)
+    assert await silent(other, typist)  # the other 29 dropped, and no error for them
+
+    await asyncio.sleep(1.0)
+    await typist.send_json_to({"type": "typing"})
+    assert await receive(other) == typing_event(alice)
+    await typist.send_json_to({"type": "message", "content": "done typing"})  # the socket is served as before
+    assert (await receive(other))["content"] == "done typing"
+
+
 # --- messages -----------------------------------------------------------------------------
 
 
@@ -734,6 +751,8 @@ ERROR_FRAMES = [
     pytest.param({"type": "message", "content": {"text": "hi"}}, "bad_request", None, id="object-content"),
     pytest.param({"type": "message", "content": ""}, "empty", None, id="empty"),
     pytest.param({"type": "message", "content": " \n\t "}, "empty", None, id="whitespace"),
+    pytest.param({"type": "message", "content": "\u200b\u2060\u200e"}, "empty", None, id="zero-width-only"),
+    pytest.param({"type": "message", "content": "\u3164\u115f\U000e0100"}, "empty", None, id="blank-letters-only"),
     pytest.param({"type": "message", "content": "x" * 4001}, "too_long", None, id="too-long"),
     pytest.param({"type": "nope", "client_id": "c-1"}, "bad_request", "c-1", id="unknown-type-client-id"),
     pytest.param({"client_id": "c-2"}, "bad_request", "c-2", id="missing-type-client-id"),

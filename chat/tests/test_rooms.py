@@ -28,6 +28,11 @@ def test_title_is_optional(auth_client):
     assert (response.status_code, response.json()) == (201, {"name": "quiet", "title": "", "online": 0})
 
 
+def test_a_title_that_would_show_nothing_is_no_title(auth_client):
+    response = auth_client.post("/rooms", {"name": "blank", "title": "\u200b\u3164 \u2800"}, format="json")
+    assert (response.status_code, response.json()) == (201, {"name": "blank", "title": "", "online": 0})
+
+
 def test_a_null_title_is_no_title_as_the_schema_says(auth_client, api_client):
     response = auth_client.post("/rooms", {"name": "quiet", "title": None}, format="json")
     assert (response.status_code, response.json()) == (201, {"name": "quiet", "title": "", "online": 0})

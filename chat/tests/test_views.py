@@ -375,6 +375,8 @@ def test_post_message_keeps_unicode_and_surrounding_whitespace(auth_client, gene
         ({"content": ""}, {"content": ["Message is empty."]}),
         ({"content": "   "}, {"content": ["Message is empty."]}),
         ({"content": " \n\t\r "}, {"content": ["Message is empty."]}),
+        ({"content": "\u200b\u200d\ufeff"}, {"content": ["Message has no visible characters."]}),
+        ({"content": "\u3164 \u2800\ufe0f"}, {"content": ["Message has no visible characters."]}),
         ({"content": "x" * 11}, {"content": ["Message is longer than 10 characters."]}),
         ({"content": 42}, {"content": ["content must be a string."]}),
         ({"content": 4.2}, {"content": ["content must be a string."]}),

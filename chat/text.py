@@ -1,0 +1,26 @@
+"""What a text shows when rendered."""
+
+import unicodedata
+
+# Characters that draw nothing although they are letters or symbols: the Hangul fillers and the blank
+# Braille pattern, the usual ways around a "message is empty" check; the variation selectors and the
+# combining grapheme joiner, which only change the character before them.
+_BLANK_MARKS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f" + "".join(map(chr, range(0xFE00, 0xFE10))))
+_INVISIBLE_CATEGORIES = frozenset(("Cc", "Cf", "Zs", "Zl", "Zp"))
+
+
+def _invisible(char: str) -> bool:
+    return (
+        char.isspace()
+        or char in _BLANK_MARKS
+        or 0xE0100 <= ord(char) <= 0xE01EF  # the supplementary variation selectors
+        or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+    )
+
+
+def is_blank(text: str) -> bool:
+    """True when `text` would render as nothing: whitespace, zero-width and format characters only.
+
+    It stops at the first visible character, so a message costs a character or two to check.
+    """
+    return all(_invisible(char) for char in text)

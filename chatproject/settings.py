@@ -285,6 +285,7 @@ AUTH_RATE = _rate("AUTH_RATE", "10/min")  # /register and logins (/token, the ad
 LOGIN_FAILURE_RATE = _rate("LOGIN_FAILURE_RATE", "10/15min")  # failed logins per username, /token and admin
 CHAT_MESSAGE_RATE = _rate("CHAT_MESSAGE_RATE", "20/10s")  # sends per user, every transport
 WS_TICKET_RATE = _rate("WS_TICKET_RATE", "60/min")  # POST /ws-ticket per user
+ROOM_CREATE_RATE = _rate("ROOM_CREATE_RATE", "10/h")  # POST /rooms per user, on top of CHAT_MESSAGE_RATE
 CHAT_MAX_CONNECTIONS_PER_USER = env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=20)  # 0: unlimited
 # Addresses (or networks) of proxies whose X-Forwarded-For is believed; empty: the socket's peer is the client.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])

@@ -218,6 +218,7 @@ def server_env(workdir: Path, extra_env: Mapping[str, str]) -> dict[str, str]:
         "LOGIN_FAILURE_RATE": "0",
         "CHAT_MESSAGE_RATE": "0",
         "WS_TICKET_RATE": "0",
+        "ROOM_CREATE_RATE": "0",
         **extra_env,
     }
 

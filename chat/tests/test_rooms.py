@@ -3,6 +3,8 @@
 import pytest
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import UserFactory
+from accounts.tokens import token_pair_issue
 from chat.models import Room
 
 
@@ -88,6 +90,25 @@ def test_rooms_and_messages_share_the_send_rate(auth_client, settings):
     }
     assert not Room.objects.filter(name="two").exists()
     assert auth_client.post("/messages/general", {"content": "again"}, format="json").status_code == 429
+
+
+def test_each_user_creates_at_most_room_create_rate_rooms(auth_client, settings):
+    settings.ROOM_CREATE_RATE = "2/h"
+    assert [auth_client.post("/rooms", {"name": name}, format="json").status_code for name in "ab"] == [201, 201]
+
+    refused = auth_client.post("/rooms", {"name": "c"}, format="json")
+
+    body = refused.json()
+    assert (refused.status_code, body) == (
+        429,
+        {"detail": "Too many requests; try again later.", "retry_after": body["retry_after"]},
+    )
+    assert 0 < body["retry_after"] <= 3600 and refused["Retry-After"] == str(body["retry_after"])
+    assert not Room.objects.filter(name="c").exists()
+    assert auth_client.post("/messages/general", {"content": "still chatting"}, format="json").status_code == 201
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Bearer {token_pair_issue(user=UserFactory()).access_token}")
+    assert other.post("/rooms", {"name": "c"}, format="json").status_code == 201  # per user
 
 
 def test_listing_rooms_ignores_a_stale_token(api_client, db):

@@ -37,6 +37,7 @@ print(json.dumps({
     "LOGIN_FAILURE_RATE": s.LOGIN_FAILURE_RATE,
     "CHAT_MESSAGE_RATE": s.CHAT_MESSAGE_RATE,
     "WS_TICKET_RATE": s.WS_TICKET_RATE,
+    "ROOM_CREATE_RATE": s.ROOM_CREATE_RATE,
     "CACHES": s.CACHES,
     "SECURE_SSL_REDIRECT": s.SECURE_SSL_REDIRECT,
     "SECURE_HSTS_SECONDS": s.SECURE_HSTS_SECONDS,
@@ -295,7 +296,7 @@ def test_the_replay_limit_is_read_and_must_be_at_least_one(dev_env):
         assert "ImproperlyConfigured: CHAT_REPLAY_LIMIT must be at least 1." in refused.stderr
 
 
-RATE_SETTINGS = ["AUTH_RATE", "LOGIN_FAILURE_RATE", "CHAT_MESSAGE_RATE", "WS_TICKET_RATE"]
+RATE_SETTINGS = ["AUTH_RATE", "LOGIN_FAILURE_RATE", "CHAT_MESSAGE_RATE", "WS_TICKET_RATE", "ROOM_CREATE_RATE"]
 RATE_FORMAT = "<count>/<period>, the period s, min or h with an optional number in front (10/min, 20/10s, 1000/h), or 0"
 
 
@@ -341,4 +342,4 @@ def test_redis_url_selects_the_redis_pubsub_channel_layer_under_the_prefix(dev_e
 def test_rates_default_to_the_documented_ones(dev_env):
     loaded = load_settings(dev_env)
 
-    assert [loaded[name] for name in RATE_SETTINGS] == ["10/min", "10/15min", "20/10s", "60/min"]
+    assert [loaded[name] for name in RATE_SETTINGS] == ["10/min", "10/15min", "20/10s", "60/min", "10/h"]

@@ -3,10 +3,13 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 
 from chat import services
 from chat.models import AuditEntry, Message, Mute, Room
 from chat.paginators import EstimatedCountPaginator
+
+DELETE_PREVIEW = 100
 
 
 class RoomAdminForm(forms.ModelForm):
@@ -51,15 +54,22 @@ class RoomAdmin(admin.ModelAdmin):
 
     @admin.action(description="Archive selected rooms (read-only)", permissions=["change"])
     def archive_rooms(self, request, queryset):
-        for room in queryset:
-            services.room_archive(room=room, actor=request.user)
-        self.message_user(request, f"Archived {len(queryset)} room(s).", messages.SUCCESS)
+        self._change_archiving(request, queryset, archive=True)
 
     @admin.action(description="Unarchive selected rooms", permissions=["change"])
     def unarchive_rooms(self, request, queryset):
-        for room in queryset:
-            services.room_unarchive(room=room, actor=request.user)
-        self.message_user(request, f"Unarchived {len(queryset)} room(s).", messages.SUCCESS)
+        self._change_archiving(request, queryset, archive=False)
+
+    def _change_archiving(self, request, queryset, *, archive: bool) -> None:
+        """Rooms already so are left alone (the services record only what changed), and counted apart."""
+        rooms = list(queryset)
+        to_change = [room for room in rooms if (room.archived_at is None) == archive]
+        for room in to_change:
+            (services.room_archive if archive else services.room_unarchive)(room=room, actor=request.user)
+        verb, state = ("Archived", "archived") if archive else ("Unarchived", "open")
+        skipped = len(rooms) - len(to_change)
+        text = f"{verb} {len(to_change)} room(s)." + (f" Skipped {skipped} already {state}." if skipped else "")
+        self.message_user(request, text, messages.SUCCESS)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # archive instead: deleting a room would silently drop its open sockets' history
@@ -96,6 +106,22 @@ class MessageAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         # The built-in "delete selected" action lands here too, so bulk deletes are announced.
         services.message_delete(messages=queryset, actor=request.user)
+
+    def log_deletions(self, request, queryset):
+        """Not in the admin's own history as well: the audit log records every deleted message, with its
+        content, in the service's transactions (a second record of 40,000 rows held the database)."""
+
+    def get_deleted_objects(self, objs, request):
+        """The confirmation page lists the first DELETE_PREVIEW messages and counts the rest, instead of
+        rendering every one (40,000 selected took 6.6 s and 5.9 MB)."""
+        if not isinstance(objs, QuerySet):
+            return super().get_deleted_objects(objs, request)
+        total = objs.count()
+        if total <= DELETE_PREVIEW:
+            return super().get_deleted_objects(objs, request)
+        shown, model_count, perms_needed, protected = super().get_deleted_objects(list(objs[:DELETE_PREVIEW]), request)
+        model_count[Message._meta.verbose_name_plural] = total
+        return [*shown, f"… and {total - DELETE_PREVIEW} more"], model_count, perms_needed, protected
 
 
 class MuteForm(forms.ModelForm):

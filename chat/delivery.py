@@ -80,7 +80,12 @@ class RoomDelivery:
                 self.orderer.expect(event["last_seq"])
                 self._watch_holes()
             return None
-        elif "text" in event:  # chat.member (join, leave), chat.deleted
+        elif kind == "chat.deletions":  # message_deleted events of one room
+            texts = event["texts"]
+            frames = event_frames(event) if self.write_frame is not None else [None] * len(texts)
+            for text, frame in zip(texts, frames, strict=True):
+                self.backlog.append(("raw", None, (text, frame)))
+        elif "text" in event:  # chat.member (join, leave)
             self.backlog.append(("raw", None, self._item(event)))
         else:
             return None

@@ -142,10 +142,21 @@ def message_deleted_event(*, room_name: str, message_id: int, seq: int) -> dict:
     return {"type": "message_deleted", "room": room_name, "id": message_id, "seq": seq}
 
 
-def publish_message_deleted(*, room_id: int, room_name: str, message_id: int, seq: int) -> bool:
-    """Tell the room a message is gone (consumer handler: chat_deleted); its seq is never reused."""
-    event = message_deleted_event(room_name=room_name, message_id=message_id, seq=seq)
-    return _group_send(room_group(room_id), {"type": "chat.deleted", "text": encode(event)})
+async def apublish_messages_deleted(messages: list[Message]) -> None:
+    """Tell each room its deleted messages are gone, in one layer message per room (chat.deletions:
+    a message_deleted event each, in seq order); their seqs are never reused."""
+    by_room: dict[int, list[Message]] = {}
+    for m in messages:
+        by_room.setdefault(m.room_id, []).append(m)
+    for room_id, gone in by_room.items():
+        gone.sort(key=lambda m: m.seq)
+        texts = [encode(message_deleted_event(room_name=m.room.name, message_id=m.pk, seq=m.seq)) for m in gone]
+        await group_send(room_group(room_id), {"type": "chat.deletions", "texts": texts})
+
+
+def publish_messages_deleted(messages: list[Message]) -> None:
+    """apublish_messages_deleted from synchronous code: one hop to the event loop for all."""
+    async_to_sync(apublish_messages_deleted)(messages)
 
 
 def publish_user_deactivated(*, user_id: int) -> bool:

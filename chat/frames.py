@@ -39,10 +39,12 @@ def event_frame(event: dict) -> bytes:
 
 
 def event_frames(event: dict) -> list[bytes]:
-    """The frames of a chat.messages event, one per message, built once and kept in the event."""
+    """The frames of a chat.messages event (one per message) or a chat.deletions event (one per
+    deleted message), built once and kept in the event."""
     frames = event.get("frames")
     if frames is None:
-        frames = event["frames"] = [text_frame(text) for _seq, text in event["messages"]]
+        texts = event["texts"] if "texts" in event else [text for _seq, text in event["messages"]]
+        frames = event["frames"] = [text_frame(text) for text in texts]
     return frames
 
 

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
 from chat import sql
 from chat.audit import audit_record, audit_record_many
-from chat.events import publish_message_deleted, publish_messages
+from chat.events import publish_messages, publish_messages_deleted
 from chat.models import ROOM_NAME, Message, Mute, Room
 from chat.text import is_blank
 from chatproject.ratelimit import hit, hit_many, parse_rate
@@ -450,28 +451,34 @@ def _check_may_post(*, archived: bool, until: datetime | None) -> None:
         raise MessageForbidden("muted", f"You are muted in this room until {until_text}.", extra={"until": until_text})
 
 
-def message_delete(*, messages: Iterable[Message], actor: User | None = None) -> int:
+# Messages deleted together go in transactions of this many: on SQLite a transaction holds the
+# whole database, and the chat's writer waits for one chunk at most, not for all of a spammer's messages.
+DELETE_CHUNK = 500
+
+
+def message_delete(*, messages: Iterable[Message] | QuerySet, actor: User | None = None) -> int:
     """Delete messages and tell each room's sockets once committed; seqs are never reused."""
-    deleted = 0
-    with transaction.atomic():
-        ids = [m.pk for m in messages]
-        # Locked so a concurrent delete of the same rows announces each message once.
-        rows = list(Message.objects.select_for_update().filter(pk__in=ids).select_related("room", "user"))
-        audit_record_many(
-            actor=actor,
-            action="message_delete",
-            targets_details=(
-                (m, {"room": m.room.name, "seq": m.seq, "user": m.user.username, "content": m.content[:200]})
-                for m in rows
-            ),
-        )
-        deleted, _ = Message.objects.filter(pk__in=[m.pk for m in rows]).delete()
-        for message in rows:
-            transaction.on_commit(
-                lambda m=message: publish_message_deleted(
-                    room_id=m.room_id, room_name=m.room.name, message_id=m.pk, seq=m.seq
-                )
-            )
+    if isinstance(messages, QuerySet):
+        ids = sorted(messages.order_by().values_list("pk", flat=True))
+    else:
+        ids = sorted(m.pk for m in messages)
+    return sum(_delete_chunk(ids[start : start + DELETE_CHUNK], actor) for start in range(0, len(ids), DELETE_CHUNK))
+
+
+@transaction.atomic
+def _delete_chunk(ids: list[int], actor: User | None) -> int:
+    # Locked so a concurrent delete of the same rows announces each message once.
+    rows = list(Message.objects.select_for_update().filter(pk__in=ids).select_related("room", "user"))
+    audit_record_many(
+        actor=actor,
+        action="message_delete",
+        targets_details=(
+            (m, {"room": m.room.name, "seq": m.seq, "user": m.user.username, "content": m.content[:200]}) for m in rows
+        ),
+    )
+    deleted, _ = Message.objects.filter(pk__in=[m.pk for m in rows]).delete()
+    if rows:
+        transaction.on_commit(lambda: publish_messages_deleted(rows))
     return deleted
 
 

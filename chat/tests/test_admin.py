@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.utils import timezone
@@ -393,6 +394,43 @@ async def test_an_archived_room_refuses_sends_and_keeps_its_history(sockets, adm
     assert history.json() == [{k: v for k, v in message_event(old).items() if k != "type"}]
     assert await silent(socket)
     assert await sync_to_async(audit)() == [("mod", "room_archive", "room", "general")]
+
+
+def test_archiving_rooms_already_archived_says_so_and_records_nothing(admin_client, general):
+    lobby = Room.objects.create(name="lobby")
+    admin_client.post("/admin/chat/room/", {"action": "archive_rooms", "_selected_action": [general.pk]}, follow=True)
+
+    response = admin_client.post(
+        "/admin/chat/room/", {"action": "archive_rooms", "_selected_action": [general.pk, lobby.pk]}, follow=True
+    )
+
+    assert [str(m) for m in response.context["messages"]] == ["Archived 1 room(s). Skipped 1 already archived."]
+    assert audit() == [("mod", "room_archive", "room", "general"), ("mod", "room_archive", "room", "lobby")]
+    response = admin_client.post(
+        "/admin/chat/room/", {"action": "unarchive_rooms", "_selected_action": [general.pk]}, follow=True
+    )
+    assert [str(m) for m in response.context["messages"]] == ["Unarchived 1 room(s)."]
+
+
+def test_deleting_many_messages_confirms_with_a_count_and_records_them_in_the_audit_log_only(
+    admin_client, alice, general, monkeypatch
+):
+    monkeypatch.setattr("chat.admin.DELETE_PREVIEW", 3)
+    Message.objects.bulk_create([Message(room=general, user=alice, seq=n, content=f"spam {n}") for n in range(1, 8)])
+    selected = {"action": "delete_selected", "select_across": "1", "index": "0", "_selected_action": ["0"]}
+
+    confirm = admin_client.post("/admin/chat/message/", selected)
+
+    assert confirm.status_code == 200
+    assert list(confirm.context["model_count"]) == [("messages", 7)]
+    [listed] = confirm.context["deletable_objects"]
+    assert [item.split(">")[-2] for item in listed[:-1]] == ["general#7</a", "general#6</a", "general#5</a"]
+    assert listed[-1] == "… and 4 more"
+    done = admin_client.post("/admin/chat/message/", {**selected, "post": "yes"})
+    assert done.status_code == 302
+    assert Message.objects.count() == 0
+    assert AuditEntry.objects.filter(action="message_delete").count() == 7
+    assert not LogEntry.objects.exists()  # not recorded twice
 
 
 def test_a_moderator_creates_a_room_and_edits_its_title(admin_client):

@@ -509,10 +509,10 @@ def test_message_delete_announces_each_message_after_commit_and_seq_is_not_reuse
         assert _receive(channel, timeout=0.3) is None
 
     event = _receive(channel, timeout=5)
-    assert {**event, "text": json.loads(event["text"])} == {
-        "type": "chat.deleted",
+    assert {**event, "texts": [json.loads(text) for text in event["texts"]]} == {
+        "type": "chat.deletions",
         "group": room_group(room.pk),
-        "text": {"type": "message_deleted", "room": "moderated", "id": second.pk, "seq": 2},
+        "texts": [{"type": "message_deleted", "room": "moderated", "id": second.pk, "seq": 2}],
     }
     assert message_create(room=room, user=user, content="c").message.seq == 3
     assert list(Message.objects.filter(room=room).values_list("seq", flat=True)) == [1, 3]
@@ -525,11 +525,49 @@ def test_message_delete_of_an_already_deleted_message_announces_nothing(
 ):
     message = message_create(room=general, user=user, content="once").message
     announced = []
-    monkeypatch.setattr(services, "publish_message_deleted", lambda **kw: announced.append(kw))
+    monkeypatch.setattr(services, "publish_messages_deleted", lambda gone: announced.append([m.pk for m in gone]))
     with django_capture_on_commit_callbacks(execute=True):
         assert services.message_delete(messages=[message]) == 1
         assert services.message_delete(messages=[message]) == 0
-    assert announced == [{"room_id": general.pk, "room_name": "general", "message_id": message.pk, "seq": 1}]
+    assert announced == [[message.pk]]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_many_deleted_messages_go_in_chunks_each_committed_and_announced_per_room_in_seq_order(user, monkeypatch):
+    monkeypatch.setattr(services, "DELETE_CHUNK", 3)
+    one, two = RoomFactory(name="one"), RoomFactory(name="two")
+    for n in range(4):
+        for room in (one, two):
+            message_create(room=room, user=user, content=f"{room.name} {n}")
+    keep = Message.objects.get(room=one, seq=4)
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    for room in (one, two):
+        async_to_sync(layer.group_add)(room_group(room.pk), channel)
+    commits = []
+    monkeypatch.setattr(
+        services,
+        "publish_messages_deleted",
+        lambda gone, publish=services.publish_messages_deleted: (
+            commits.append(Message.objects.count()),
+            publish(gone),
+        ),
+    )
+
+    assert services.message_delete(messages=Message.objects.exclude(pk=keep.pk).order_by("-pk")) == 7
+
+    assert commits == [5, 2, 1]  # each chunk committed before it was announced, the next one after
+    seen = {}
+    for _ in range(5):  # chunks of ids 1-3, 4-6, 7: one event per room in each
+        event = _receive(channel, timeout=5)
+        for text in event["texts"]:
+            gone = json.loads(text)
+            seen.setdefault(gone["room"], []).append(gone["seq"])
+    assert seen == {"one": [1, 2, 3], "two": [1, 2, 3, 4]}
+    assert list(Message.objects.values_list("room__name", "seq")) == [("one", 4)]
+    assert AuditEntry.objects.filter(action="message_delete").count() == 7
+    for room in (one, two):
+        async_to_sync(layer.group_discard)(room_group(room.pk), channel)
 
 
 @pytest.mark.django_db

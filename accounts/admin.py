@@ -3,7 +3,19 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from accounts.forms import AdminLoginForm
 from accounts.models import User
-from accounts.services import BAN_PERMISSION, user_ban, user_may_ban, user_unban
+from accounts.services import (
+    BAN_PERMISSION,
+    user_ban,
+    user_delete,
+    user_may_ban,
+    user_may_manage,
+    user_privileges,
+    user_privileges_changed,
+    user_unban,
+)
+
+# Who may do what: only a superuser changes these (user_may_manage).
+PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
 
 # The admin's password check is rate limited as POST /token's is, in the same counters.
 admin.site.login_form = AdminLoginForm
@@ -21,10 +33,62 @@ class UserAdmin(DjangoUserAdmin):
         return request.user.has_perm(BAN_PERMISSION)
 
     def get_readonly_fields(self, request, obj=None):
-        readonly = super().get_readonly_fields(request, obj)
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            readonly += PRIVILEGE_FIELDS
         if obj is not None and not user_may_ban(actor=request.user, user=obj):
-            return (*readonly, "is_active")  # ticking it would ban or unban
+            readonly += ("is_active",)  # ticking it would ban or unban
         return readonly
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Also guards the password form: a staff member's password is set by a superuser or themselves.
+        if obj is not None and not user_may_manage(actor=request.user, user=obj):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # "Delete selected users" asks this for each selected user, and refuses them all if one is refused.
+        if obj is not None and not user_may_manage(actor=request.user, user=obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs, request):
+        """The users and how many messages and mutes go with them, without loading every message (the
+        admin's own list would render each one of a spammer's tens of thousands)."""
+        from chat.models import Message, Mute
+
+        users = list(objs)
+        refused = {User._meta.verbose_name for user in users if not self.has_delete_permission(request, user)}
+        counts = {
+            User._meta.verbose_name_plural: len(users),
+            Message._meta.verbose_name_plural: Message.objects.filter(user__in=users).count(),
+            Mute._meta.verbose_name_plural: Mute.objects.filter(user__in=users).count(),
+        }
+        return [str(user) for user in users], {k: v for k, v in counts.items() if v}, refused, []
+
+    def delete_view(self, request, object_id, extra_context=None):
+        # Django runs the POST in one transaction: a user's messages would be deleted in one as well,
+        # holding SQLite's write lock (every room's writer) for all of them. user_delete commits its
+        # own chunks; what the view does besides (checks, the redirect) needs no transaction.
+        # (The admin site's wrapper still checks CSRF.)
+        if request.method == "POST":
+            return self._delete_view(request, object_id, extra_context)
+        return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request, obj):
+        user_delete(user=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            user_delete(user=user, actor=request.user)
+
+    def log_deletions(self, request, queryset):
+        """Recorded by user_delete in the audit log, with each of the user's messages."""
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if form.privileges_before is not None:
+            user_privileges_changed(user=form.instance, before=form.privileges_before, actor=request.user)
 
     @admin.action(description="Ban selected users (close their sockets, revoke tokens)", permissions=["ban"])
     def ban_users(self, request, queryset):
@@ -52,6 +116,8 @@ class UserAdmin(DjangoUserAdmin):
         self.message_user(request, text, messages.SUCCESS)
 
     def save_model(self, request, obj, form, change):
+        # Before the form's changes are saved: the groups and permissions follow in save_related.
+        form.privileges_before = user_privileges(User.objects.get(pk=obj.pk)) if change else None
         activity_changed = change and "is_active" in form.changed_data
         super().save_model(request, obj, form, change)
         if activity_changed:

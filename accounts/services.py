@@ -82,7 +82,8 @@ def user_set_active(*, user: User, active: bool) -> User:
     user.save(update_fields=["is_active"])
     if not active:
         refresh_tokens_revoke_all(user=user)
-        transaction.on_commit(lambda: publish_user_deactivated(user_id=user.pk))
+        user_id = user.pk  # not read at the commit: a deleted user's pk is None by then
+        transaction.on_commit(lambda: publish_user_deactivated(user_id=user_id))
     return user
 
 
@@ -113,6 +114,52 @@ def user_unban(*, user: User, actor: User | None = None) -> User:
     user_set_active(user=user, active=True)
     audit_record(actor=actor, action="unban", target=user)
     return user
+
+
+def user_may_manage(*, actor: User, user: User) -> bool:
+    """Whether a staff member may change or delete `user` in the admin (with the model permission as
+    well): a superuser anyone; anyone else themselves and users who are not staff. Who may do what is a
+    superuser's to give: otherwise `change_user` alone would set a staff member's password, log in as
+    them and take their permissions."""
+    return actor.is_superuser or user.pk == actor.pk or not (user.is_staff or user.is_superuser)
+
+
+def user_privileges(user: User) -> dict:
+    """What a user may do, as the audit log records it."""
+    return {
+        "is_staff": user.is_staff,
+        "is_superuser": user.is_superuser,
+        "groups": sorted(user.groups.values_list("name", flat=True)),
+        "user_permissions": sorted(
+            f"{app}.{codename}"
+            for app, codename in user.user_permissions.values_list("content_type__app_label", "codename")
+        ),
+    }
+
+
+def user_privileges_changed(*, user: User, before: dict, actor: User | None = None) -> None:
+    """Record a change of `user`'s privileges (user_privileges before and now), if there was one."""
+    from chat.audit import audit_record
+
+    after = user_privileges(user)
+    if after != before:
+        audit_record(actor=actor, action="user_privileges", target=user, detail={"before": before, "after": after})
+
+
+def user_delete(*, user: User, actor: User | None = None) -> None:
+    """Delete a user and their messages, each message as a moderator's delete (the rooms' sockets told,
+    each recorded in the audit log), then the account, recorded too. The user is banned first, so nothing
+    they send meanwhile is stored behind the deletion's back; their sockets close with 4003."""
+    from chat.audit import audit_record
+    from chat.models import Message
+    from chat.services import message_delete
+
+    if user.is_active:
+        user_set_active(user=user, active=False)
+    message_delete(messages=Message.objects.filter(user=user), actor=actor)
+    with transaction.atomic():
+        audit_record(actor=actor, action="user_delete", target=user, detail={"username": user.username})
+        user.delete()
 
 
 def limit_per_address(request, scope: str) -> str:

@@ -184,6 +184,10 @@ def change_form(user: User, **changes) -> dict:
         "date_joined_0": joined.strftime("%Y-%m-%d"),
         "date_joined_1": joined.strftime("%H:%M:%S"),
         "is_active": "on",
+        "is_staff": "on" if user.is_staff else None,
+        "is_superuser": "on" if user.is_superuser else None,
+        "groups": list(user.groups.values_list("pk", flat=True)),
+        "user_permissions": list(user.user_permissions.values_list("pk", flat=True)),
     }
     data.update(changes)
     return {key: value for key, value in data.items() if value is not None}
@@ -197,11 +201,11 @@ async def test_unticking_active_in_the_user_form_bans_like_the_action_and_is_aud
     socket = await enter(sockets, alice)
     path = f"/admin/accounts/user/{alice.pk}/change/"
 
-    response = await post(client, path, change_form(alice, is_active=None))
+    response = await post(client, path, await sync_to_async(change_form)(alice, is_active=None))
 
     assert response.status_code == 302
     assert await socket.receive_output() == CLOSE_DEACTIVATED
-    response = await post(client, path, change_form(alice))
+    response = await post(client, path, await sync_to_async(change_form)(alice))
     assert response.status_code == 302
     assert await sync_to_async(lambda: User.objects.get(pk=alice.pk).is_active)() is True
     assert await sync_to_async(audit)() == [("root", "ban", "user", "alice"), ("root", "unban", "user", "alice")]
@@ -221,6 +225,114 @@ def test_the_user_form_leaves_active_alone_for_whoever_may_not_ban_that_user(ali
 
     assert list(User.objects.filter(pk__in=[alice.pk, root.pk]).values_list("is_active", flat=True)) == [True, True]
     assert audit() == []
+
+
+@pytest.fixture
+def editor(transactional_db):
+    """Staff who may view and change users, and nothing else."""
+    user = UserFactory(username="editor", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_user", "change_user", "delete_user", "ban_user"])
+    )
+    return user
+
+
+def test_staff_without_superuser_cannot_give_themselves_privileges(editor):
+    client = Client()
+    client.force_login(editor)
+    every_permission = list(Permission.objects.values_list("pk", flat=True))
+    grab = change_form(
+        editor, is_superuser="on", groups=[Group.objects.get(name="Moderators").pk], user_permissions=every_permission
+    )
+
+    assert client.post(f"/admin/accounts/user/{editor.pk}/change/", grab).status_code == 302
+
+    editor.refresh_from_db()
+    assert (editor.is_superuser, editor.groups.count(), editor.user_permissions.count()) == (False, 0, 4)
+    assert audit() == []
+
+
+def test_staff_without_superuser_cannot_change_or_delete_other_staff_nor_set_their_password(editor, moderator, alice):
+    root = UserFactory(username="root", is_superuser=True, is_staff=True)
+    client = Client()
+    client.force_login(editor)
+
+    for target in (root, moderator):
+        assert client.get(f"/admin/accounts/user/{target.pk}/change/").status_code == 200  # view only
+        changed = client.post(f"/admin/accounts/user/{target.pk}/change/", change_form(target, username="x"))
+        password = client.post(
+            f"/admin/accounts/user/{target.pk}/password/",
+            {"password1": "taken-over-9", "password2": "taken-over-9", "usable_password": "true"},
+        )
+        deleted = client.post(f"/admin/accounts/user/{target.pk}/delete/", {"post": "yes"})
+        assert (changed.status_code, password.status_code, deleted.status_code) == (403, 403, 403)
+    bulk = client.post(
+        "/admin/accounts/user/", {"action": "delete_selected", "_selected_action": [alice.pk, root.pk], "post": "yes"}
+    )
+    assert bulk.status_code == 403
+    assert set(User.objects.values_list("username", flat=True)) == {"editor", "mod", "root", "alice"}
+    assert not root.check_password("taken-over-9") and User.objects.get(pk=root.pk).password == root.password
+    assert audit() == []
+    # Users who are not staff stay theirs to edit.
+    assert (
+        client.post(f"/admin/accounts/user/{alice.pk}/change/", change_form(alice, email="a@example.com")).status_code
+        == 302
+    )
+
+
+def test_a_superusers_change_of_privileges_is_audited(alice):
+    root = UserFactory(username="root", is_superuser=True, is_staff=True)
+    client = Client()
+    client.force_login(root)
+    moderators = Group.objects.get(name="Moderators")
+
+    response = client.post(
+        f"/admin/accounts/user/{alice.pk}/change/", change_form(alice, is_staff="on", groups=[moderators.pk])
+    )
+
+    assert response.status_code == 302
+    [entry] = AuditEntry.objects.all()
+    assert (entry.actor, entry.action, entry.target_repr, entry.detail) == (
+        root,
+        "user_privileges",
+        "alice",
+        {
+            "before": {"is_staff": False, "is_superuser": False, "groups": [], "user_permissions": []},
+            "after": {"is_staff": True, "is_superuser": False, "groups": ["Moderators"], "user_permissions": []},
+        },
+    )
+
+
+async def test_deleting_a_user_deletes_their_messages_as_a_moderator_would_and_is_audited(sockets, alice, bob, general):
+    root = await sync_to_async(UserFactory)(username="root", is_superuser=True, is_staff=True)
+    client = Client()
+    await sync_to_async(client.force_login)(root)
+    spam = [await sync_to_async(make_message)(room=general, user=alice, content=f"spam {n}") for n in range(3)]
+    kept = await sync_to_async(make_message)(room=general, user=bob, content="hello")
+    spammer = await enter(sockets, alice)
+    listener = await enter(sockets, bob)
+    assert await receive(spammer) == member_event("join", bob)
+
+    response = await post(client, f"/admin/accounts/user/{alice.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    output = await spammer.receive_output()
+    while output["type"] == "websocket.send":  # the deletions may reach it before the close
+        output = await spammer.receive_output()
+    assert output == CLOSE_DEACTIVATED
+    assert [await receive(listener) for _ in spam] == [
+        {"type": "message_deleted", "room": "general", "id": m.pk, "seq": m.seq} for m in spam
+    ]
+    history = await rest(bob, "get", "/messages/general")
+    assert [m["content"] for m in history.json()] == ["hello"]
+    assert kept.seq == 4
+    assert [(row[0], row[1], row[3]) for row in await sync_to_async(audit)()] == [
+        ("root", "message_delete", "general#1"),
+        ("root", "message_delete", "general#2"),
+        ("root", "message_delete", "general#3"),
+        ("root", "user_delete", "alice"),
+    ]
+    assert not await sync_to_async(User.objects.filter(username="alice").exists)()
 
 
 def test_a_moderator_cannot_ban_themselves_or_a_superuser(admin_client, moderator):

@@ -15,7 +15,7 @@ from chat import sql
 from chat.audit import audit_record, audit_record_many
 from chat.events import publish_messages, publish_messages_deleted
 from chat.models import ROOM_NAME, Message, Mute, Room
-from chat.text import is_blank
+from chat.text import MAX_STACKED_MARKS, has_stacked_marks, is_blank
 from chatproject.ratelimit import hit, hit_many, parse_rate
 
 CLIENT_ID_MAX_LENGTH = 64
@@ -537,9 +537,10 @@ def room_update(*, room: Room, title: str, actor: User | None = None) -> Room:
     error = room_title_error(title)
     if error:
         raise RoomRejected("title", error)
+    before = Room.objects.filter(pk=room.pk).values_list("title", flat=True).first()
     room.title = stored_title(title)
     room.save(update_fields=["title"])
-    audit_record(actor=actor, action="room_change", target=room, detail={"title": room.title})
+    audit_record(actor=actor, action="room_change", target=room, detail={"title": room.title, "before": before})
     return room
 
 
@@ -562,6 +563,8 @@ def room_title_error(title) -> str | None:
         return f"Use a text of at most {ROOM_TITLE_MAX_LENGTH} characters."
     if _TITLE_FORBIDDEN.search(title) or not is_storable_text(title):
         return "Use one line of text, without control or text-direction characters."
+    if has_stacked_marks(title):
+        return f"Use at most {MAX_STACKED_MARKS} accents or other combining marks on one character."
     return None
 
 

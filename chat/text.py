@@ -24,3 +24,18 @@ def is_blank(text: str) -> bool:
     It stops at the first visible character, so a message costs a character or two to check.
     """
     return all(_invisible(char) for char in text)
+
+
+# Vietnamese stacks two or three marks on a letter, some scripts a few more; "Zalgo" text stacks
+# hundreds, drawn over the lines above and below it.
+MAX_STACKED_MARKS = 8
+
+
+def has_stacked_marks(text: str) -> bool:
+    """True when some character carries more than MAX_STACKED_MARKS combining marks."""
+    run = 0
+    for char in text:
+        run = run + 1 if unicodedata.category(char) in ("Mn", "Me") else 0
+        if run > MAX_STACKED_MARKS:
+            return True
+    return False

@@ -30,6 +30,12 @@ def test_title_is_optional(auth_client):
     assert (response.status_code, response.json()) == (201, {"name": "quiet", "title": "", "online": 0})
 
 
+def test_a_title_may_stack_a_few_marks_on_a_letter(auth_client):
+    title = "Tiếng Việt " + "e" + "\u0301" * 8  # Vietnamese stacks two; eight is the most
+    response = auth_client.post("/rooms", {"name": "viet", "title": title}, format="json")
+    assert (response.status_code, response.json()["title"]) == (201, title)
+
+
 def test_a_title_that_would_show_nothing_is_no_title(auth_client):
     response = auth_client.post("/rooms", {"name": "blank", "title": "\u200b\u3164 \u2800"}, format="json")
     assert (response.status_code, response.json()) == (201, {"name": "blank", "title": "", "online": 0})
@@ -61,6 +67,10 @@ def test_a_null_title_is_no_title_as_the_schema_says(auth_client, api_client):
         ({"name": "ok", "title": "line one\u2028line two"}, {"title": [ONE_LINE]}),
         ({"name": "ok", "title": "\u2029"}, {"title": [ONE_LINE]}),
         ({"name": "ok", "title": "nul\x00"}, {"title": [ONE_LINE]}),
+        (
+            {"name": "ok", "title": "e" + "\u0301" * 9},
+            {"title": ["Use at most 8 accents or other combining marks on one character."]},
+        ),
         ({"title": "no name"}, {"name": ["This field is required."]}),
         (["general"], {"non_field_errors": ["Expected a JSON object."]}),
     ],

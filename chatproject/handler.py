@@ -15,15 +15,23 @@ holds the request threads that everything else needs.
 A request body sent in chunks is given the Content-Length it turned out to have, as if it had been
 sent with one: DRF reads nothing without it, and Django's size limit counts it.
 
+A body within Django's in-memory limit is read before the view runs. Django's handler closes the
+body's file as soon as the client disconnects, while the view goes on on its request thread: a
+client that sent its request and went away (a bot timing out) made the view read a closed file,
+a 500 with a traceback in the log for the client's leaving. Now the view has the body whatever the
+client does, and a message so posted is stored as it would have been.
+
 The body of a streaming response is read after the view returns, by Django, on a thread of the
 request's own; none of this project's streaming responses touches the database.
 """
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler
 from django.db import close_old_connections, connections, reset_queries
 
@@ -46,6 +54,11 @@ class PooledASGIHandler(ASGIHandler):
             body_file.seek(0)
             if size:
                 request.META["CONTENT_LENGTH"] = str(size)
+        if request is not None and request.META.get("CONTENT_LENGTH", "0") != "0":
+            # Over DATA_UPLOAD_MAX_MEMORY_SIZE Django refuses before reading; the view meets the same
+            # refusal (400) as it would have.
+            with contextlib.suppress(RequestDataTooBig):
+                request.body  # noqa: B018  (read into the request, off the file Django may close)
         return request, error_response
 
     async def get_response_async(self, request):

@@ -5,6 +5,8 @@ plain HTTP on loopback, DEBUG off. DJANGO_ENV=production switches on the hardene
 deployment (mandatory secret key, HTTPS-only cookies, HSTS, SSL redirect).
 """
 
+import ipaddress
+import math
 import os
 import secrets
 import tempfile
@@ -36,7 +38,47 @@ def _bool(name: str, default: bool) -> bool:
     return raw in _TRUE
 
 
-PRODUCTION = env.str("DJANGO_ENV", default="development").lower() == "production"
+def _int(name: str, default: int, *, minimum: int) -> int:
+    """A whole-number setting (empty: the default); anything else, or less than `minimum`, stops the start
+    naming the setting: django-environ's message names neither, and some values started a broken server."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    digits = raw[1:] if raw[:1] in "+-" else raw
+    if not (digits.isascii() and digits.isdigit()):
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.")
+    if int(raw) < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {raw}.")
+    return int(raw)
+
+
+def _seconds(name: str, default: float) -> float:
+    """A number of seconds above 0 (empty: the default), such as 2 or 0.5. django-environ read "500ms" as
+    500 and "abc" as an error naming nothing."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0) or not raw.isascii():
+        raise ImproperlyConfigured(f"{name} must be a number of seconds above 0 (such as 2 or 0.5), not {raw!r}.")
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`, in any letter case (empty: the default)."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    if raw.lower() not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {raw!r}.")
+    return raw.lower()
+
+
+# Only these two: a misspelt "prod" or a kept "# comment" silently ran production without its hardening.
+PRODUCTION = _choice("DJANGO_ENV", "development", ("development", "production")) == "production"
 DEBUG = _bool("DJANGO_DEBUG", default=False)
 
 
@@ -109,10 +151,32 @@ TEMPLATES = [
     },
 ]
 
+
 # --- Database -------------------------------------------------------------------------------
-DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-}
+def _database(default: str) -> dict:
+    """DATABASE_URL read: SQLite or PostgreSQL, or a stop naming the setting (not its password)."""
+    url = env.str("DATABASE_URL", default="").strip() or default
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # django-environ warns of an unknown scheme, then fails on it
+        try:
+            config = environ.Env.db_url_config(url) if scheme else {}
+        except Exception:
+            config = {}
+    if config.get("ENGINE") not in _DATABASE_ENGINES:
+        raise ImproperlyConfigured(
+            "DATABASE_URL must be sqlite:///<absolute path> or postgres://<user>:<password>@<host>:<port>/<name>, "
+            f"not a URL of scheme {scheme!r}."
+        )
+    return config
+
+
+_DATABASE_ENGINES = (
+    "django.db.backends.sqlite3",
+    "django.db.backends.postgresql",
+    "django.db.backends.postgresql_psycopg2",
+)
+DATABASES = {"default": _database(f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers must queue, not fail with "database is locked": WAL lets readers run
@@ -137,14 +201,16 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
     _db["CONN_MAX_AGE"] = 0
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env.int("DATABASE_POOL_MIN", default=2),
-        "max_size": env.int("DATABASE_POOL_MAX", default=10),
-        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        "min_size": _int("DATABASE_POOL_MIN", 2, minimum=0),
+        "max_size": _int("DATABASE_POOL_MAX", 10, minimum=1),
+        "timeout": _seconds("DATABASE_POOL_TIMEOUT", 10.0),
     }
+    if _db["OPTIONS"]["pool"]["max_size"] < _db["OPTIONS"]["pool"]["min_size"]:
+        raise ImproperlyConfigured("DATABASE_POOL_MAX must be at least DATABASE_POOL_MIN.")
 
 # Threads that run HTTP requests (middleware and view), started as requests need them and kept;
 # each keeps its SQLite connection (chatproject/handler.py).
-HTTP_THREADS = env.int("HTTP_THREADS", default=32)
+HTTP_THREADS = _int("HTTP_THREADS", 32, minimum=1)
 # A plain GET /messages/<room> is answered below Django's request handling, on the same threads
 # (chat/fast_history.py); off, Django answers it like every other request.
 HISTORY_FAST_PATH = _bool("HISTORY_FAST_PATH", default=True)
@@ -158,15 +224,14 @@ REDIS_URL = env.str("REDIS_URL", default="")
 CHAT_REDIS_PREFIX = env.str("CHAT_REDIS_PREFIX", default="chat")
 # A socket's presence entry lives this long without a heartbeat (heartbeats every third of it),
 # so the users of a node killed with -9 drop out within TTL + TTL/3.
-CHAT_PRESENCE_TTL_SECONDS = env.int("CHAT_PRESENCE_TTL_SECONDS", default=45)
+CHAT_PRESENCE_TTL_SECONDS = _int("CHAT_PRESENCE_TTL_SECONDS", 45, minimum=3)  # 0 heartbeat in a busy loop
 # How long a call to Redis (cache and presence) may wait for a connection or an answer, set here
 # rather than left to the client library's default (none before redis-py 8). The cache counts rate
 # limits on the writer's thread while it holds the rooms' locks: a Redis that hangs, rather than
 # refusing, holds the sends of one batch until then; past it, limits fail open and leave the cache
 # alone for a few seconds (chatproject.ratelimit.CACHE_PAUSE_SECONDS), so the next batches do not wait.
-REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
-if REDIS_TIMEOUT_SECONDS <= 0:  # 0 would make every call fail at once: limits silently always open
-    raise ImproperlyConfigured("REDIS_TIMEOUT_SECONDS must be a number of seconds above 0.")
+# (0 would make every call fail at once: limits silently always open.)
+REDIS_TIMEOUT_SECONDS = _seconds("REDIS_TIMEOUT_SECONDS", 2.0)
 if REDIS_URL:
     # Pub/sub: one PUBLISH per group send, fanned out inside each node, and consumers survive a
     # Redis restart (see README, "Several nodes"). Lost publishes are healed from the database.
@@ -207,10 +272,10 @@ AUTH_PASSWORD_VALIDATORS = [
 
 # Passwords hashed at once per process, by /token and /register (0: no limit). A PBKDF2 hash keeps a
 # core busy for ~0.4 s; leaving one core to the event loop keeps the chat moving during a burst of logins.
-PASSWORD_HASH_CONCURRENCY = env.int("PASSWORD_HASH_CONCURRENCY", default=max(1, (os.cpu_count() or 1) - 1))
+PASSWORD_HASH_CONCURRENCY = _int("PASSWORD_HASH_CONCURRENCY", max(1, (os.cpu_count() or 1) - 1), minimum=0)
 
-ACCESS_TOKEN_SECONDS = env.int("ACCESS_TOKEN_SECONDS", default=1800)
-REFRESH_TOKEN_DAYS = env.int("REFRESH_TOKEN_DAYS", default=7)
+ACCESS_TOKEN_SECONDS = _int("ACCESS_TOKEN_SECONDS", 1800, minimum=1)
+REFRESH_TOKEN_DAYS = _int("REFRESH_TOKEN_DAYS", 7, minimum=1)
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=ACCESS_TOKEN_SECONDS),
@@ -260,17 +325,13 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Chat -----------------------------------------------------------------------------------
-CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=4000)
+CHAT_MAX_MESSAGE_LENGTH = _int("CHAT_MAX_MESSAGE_LENGTH", 4000, minimum=1)
 CHAT_MAX_FRAME_BYTES = 64 * 1024
 # The most missed messages a socket resuming with since= is sent; a client further behind pages the rest.
-CHAT_REPLAY_LIMIT = env.int("CHAT_REPLAY_LIMIT", default=1000)
-if CHAT_REPLAY_LIMIT < 1:
-    raise ImproperlyConfigured("CHAT_REPLAY_LIMIT must be at least 1.")
+CHAT_REPLAY_LIMIT = _int("CHAT_REPLAY_LIMIT", 1000, minimum=1)
 # How often each server process checks whether users of its open sockets were banned, in case the
 # ban's broadcast did not reach it (chat/deactivation.py).
-CHAT_DEACTIVATION_CHECK_SECONDS = env.float("CHAT_DEACTIVATION_CHECK_SECONDS", default=10.0)
-if CHAT_DEACTIVATION_CHECK_SECONDS <= 0:
-    raise ImproperlyConfigured("CHAT_DEACTIVATION_CHECK_SECONDS must be more than 0.")
+CHAT_DEACTIVATION_CHECK_SECONDS = _seconds("CHAT_DEACTIVATION_CHECK_SECONDS", 10.0)
 
 
 # --- Abuse limits (README, "Security") -------------------------------------------------------
@@ -286,9 +347,16 @@ LOGIN_FAILURE_RATE = _rate("LOGIN_FAILURE_RATE", "10/15min")  # failed logins pe
 CHAT_MESSAGE_RATE = _rate("CHAT_MESSAGE_RATE", "20/10s")  # sends per user, every transport
 WS_TICKET_RATE = _rate("WS_TICKET_RATE", "60/min")  # POST /ws-ticket per user
 ROOM_CREATE_RATE = _rate("ROOM_CREATE_RATE", "10/h")  # POST /rooms per user, on top of CHAT_MESSAGE_RATE
-CHAT_MAX_CONNECTIONS_PER_USER = env.int("CHAT_MAX_CONNECTIONS_PER_USER", default=20)  # 0: unlimited
+CHAT_MAX_CONNECTIONS_PER_USER = _int("CHAT_MAX_CONNECTIONS_PER_USER", 20, minimum=0)  # 0: unlimited
 # Addresses (or networks) of proxies whose X-Forwarded-For is believed; empty: the socket's peer is the client.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:  # ignored, every client behind the proxy would share the proxy's rate limits
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES must list addresses or networks (10.0.0.5, 10.0.0.0/8), not {_proxy!r}."
+        ) from None
 WS_TICKET_SECONDS = 30
 
 # --- i18n, static ---------------------------------------------------------------------------
@@ -329,7 +397,7 @@ if PRODUCTION:
     SECURE_SSL_REDIRECT = _bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
     # Load balancers probe each node over plain HTTP.
     SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
-    SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_SECONDS = _int("DJANGO_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
@@ -354,8 +422,8 @@ CSRF_TRUSTED_ORIGINS = [
 # One JSON object per line on stderr (LOG_FORMAT=plain for people at a terminal), every string
 # redacted of tokens (chatproject/logs.py). The launchers (chatproject/serve_uvicorn.py, and
 # chatproject/serve.py for daphne's access log) send the server's own lines through here too.
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
-LOG_FORMAT = env.str("LOG_FORMAT", default="json").lower()
+LOG_LEVEL = _choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
+LOG_FORMAT = _choice("LOG_FORMAT", "json", ("json", "plain"))
 LOGGING_CONFIG = "chatproject.logs.configure_logging"
 LOGGING = {
     "version": 1,

@@ -23,6 +23,9 @@ import json
 from django.conf import settings as s
 print(json.dumps({
     "PRODUCTION": s.PRODUCTION,
+    "HTTP_THREADS": s.HTTP_THREADS,
+    "REDIS_TIMEOUT_SECONDS": s.REDIS_TIMEOUT_SECONDS,
+    "LOG_LEVEL": s.LOG_LEVEL,
     "DEBUG": s.DEBUG,
     "SECRET_KEY": s.SECRET_KEY,
     "ALLOWED_HOSTS": s.ALLOWED_HOSTS,
@@ -293,7 +296,78 @@ def test_the_replay_limit_is_read_and_must_be_at_least_one(dev_env):
     for value in ("0", "-5"):
         refused = run_settings({**dev_env, "CHAT_REPLAY_LIMIT": value})
         assert refused.returncode != 0
-        assert "ImproperlyConfigured: CHAT_REPLAY_LIMIT must be at least 1." in refused.stderr
+        assert f"ImproperlyConfigured: CHAT_REPLAY_LIMIT must be at least 1, not {value}." in refused.stderr
+
+
+SECONDS = "a number of seconds above 0 (such as 2 or 0.5)"
+POSTGRES = {"DATABASE_URL": "postgres://chat@127.0.0.1:5432/chat"}
+BAD_SETTINGS = [
+    ({"HTTP_THREADS": "abc"}, "HTTP_THREADS must be a whole number, not 'abc'."),
+    ({"HTTP_THREADS": "0"}, "HTTP_THREADS must be at least 1, not 0."),
+    ({"ACCESS_TOKEN_SECONDS": "1.5"}, "ACCESS_TOKEN_SECONDS must be a whole number, not '1.5'."),
+    ({"ACCESS_TOKEN_SECONDS": "-5"}, "ACCESS_TOKEN_SECONDS must be at least 1, not -5."),
+    ({"REFRESH_TOKEN_DAYS": "0"}, "REFRESH_TOKEN_DAYS must be at least 1, not 0."),
+    ({"PASSWORD_HASH_CONCURRENCY": "-1"}, "PASSWORD_HASH_CONCURRENCY must be at least 0, not -1."),
+    ({"CHAT_PRESENCE_TTL_SECONDS": "0"}, "CHAT_PRESENCE_TTL_SECONDS must be at least 3, not 0."),
+    ({"CHAT_MAX_MESSAGE_LENGTH": "0"}, "CHAT_MAX_MESSAGE_LENGTH must be at least 1, not 0."),
+    ({"CHAT_MAX_CONNECTIONS_PER_USER": "-1"}, "CHAT_MAX_CONNECTIONS_PER_USER must be at least 0, not -1."),
+    ({"CHAT_MAX_CONNECTIONS_PER_USER": "２０"}, "CHAT_MAX_CONNECTIONS_PER_USER must be a whole number, not '２０'."),
+    ({"REDIS_TIMEOUT_SECONDS": "500ms"}, f"REDIS_TIMEOUT_SECONDS must be {SECONDS}, not '500ms'."),
+    ({"REDIS_TIMEOUT_SECONDS": "0"}, f"REDIS_TIMEOUT_SECONDS must be {SECONDS}, not '0'."),
+    ({"REDIS_TIMEOUT_SECONDS": "inf"}, f"REDIS_TIMEOUT_SECONDS must be {SECONDS}, not 'inf'."),
+    ({"CHAT_DEACTIVATION_CHECK_SECONDS": "1,5"}, f"CHAT_DEACTIVATION_CHECK_SECONDS must be {SECONDS}, not '1,5'."),
+    ({"DJANGO_ENV": "prod"}, "DJANGO_ENV must be one of development, production, not 'prod'."),
+    ({"DJANGO_ENV": "production  # on"}, "DJANGO_ENV must be one of development, production, not 'production  # on'."),
+    ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL must be one of debug, info, warning, error, critical, not 'verbose'."),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be one of json, plain, not 'xml'."),
+    (
+        {"TRUSTED_PROXIES": "10.0.0.0/8,127.0.0.l"},
+        "TRUSTED_PROXIES must list addresses or networks (10.0.0.5, 10.0.0.0/8), not '127.0.0.l'.",
+    ),
+    (
+        {"TRUSTED_PROXIES": "127.0.0.1/33"},
+        "TRUSTED_PROXIES must list addresses or networks (10.0.0.5, 10.0.0.0/8), not '127.0.0.1/33'.",
+    ),
+    (
+        {"DATABASE_URL": "postgres//chat:secret@db/chat"},
+        "DATABASE_URL must be sqlite:///<absolute path> or postgres://<user>:<password>@<host>:<port>/<name>, "
+        "not a URL of scheme ''.",
+    ),
+    (
+        {"DATABASE_URL": "mysql://chat:secret@db/chat"},
+        "DATABASE_URL must be sqlite:///<absolute path> or postgres://<user>:<password>@<host>:<port>/<name>, "
+        "not a URL of scheme 'mysql'.",
+    ),
+    ({**POSTGRES, "DATABASE_POOL_MAX": "0"}, "DATABASE_POOL_MAX must be at least 1, not 0."),
+    (
+        {**POSTGRES, "DATABASE_POOL_MIN": "20", "DATABASE_POOL_MAX": "5"},
+        "DATABASE_POOL_MAX must be at least DATABASE_POOL_MIN.",
+    ),
+    ({**POSTGRES, "DATABASE_POOL_TIMEOUT": "-1"}, f"DATABASE_POOL_TIMEOUT must be {SECONDS}, not '-1'."),
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"), BAD_SETTINGS, ids=[", ".join(env) + "=" + "|".join(env.values()) for env, _ in BAD_SETTINGS]
+)
+def test_a_setting_that_would_start_a_broken_server_stops_the_start_naming_it(dev_env, env, message):
+    refused = run_settings({**dev_env, **env})
+
+    assert refused.returncode != 0
+    [error] = [line for line in refused.stderr.splitlines() if line.startswith("django.core.exceptions.")]
+    assert error == f"django.core.exceptions.ImproperlyConfigured: {message}"
+    assert "secret" not in refused.stderr.replace("DJANGO_SECRET", "")  # a database password is not printed
+
+
+def test_settings_are_read_in_any_case_and_around_spaces(dev_env):
+    env = {"DJANGO_ENV": " Development ", "HTTP_THREADS": " 4 ", "REDIS_TIMEOUT_SECONDS": "0.5", "LOG_LEVEL": "warning"}
+    loaded = load_settings({**dev_env, **env})
+    assert [loaded[name] for name in ("PRODUCTION", "HTTP_THREADS", "REDIS_TIMEOUT_SECONDS", "LOG_LEVEL")] == [
+        False,
+        4,
+        0.5,
+        "WARNING",
+    ]
 
 
 RATE_SETTINGS = ["AUTH_RATE", "LOGIN_FAILURE_RATE", "CHAT_MESSAGE_RATE", "WS_TICKET_RATE", "ROOM_CREATE_RATE"]

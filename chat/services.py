@@ -456,26 +456,35 @@ def _check_may_post(*, archived: bool, until: datetime | None) -> None:
 DELETE_CHUNK = 500
 
 
-def message_delete(*, messages: Iterable[Message] | QuerySet, actor: User | None = None) -> int:
-    """Delete messages and tell each room's sockets once committed; seqs are never reused."""
+def message_delete(
+    *, messages: Iterable[Message] | QuerySet, actor: User | None = None, audit_each: bool = True
+) -> int:
+    """Delete messages and tell each room's sockets once committed; seqs are never reused.
+
+    Each deletion is recorded in the audit log with the start of the message (what a moderator
+    removed, and why); `audit_each=False` is for a caller that records the deletion as a whole
+    (purge_messages: a retention purge keeps none of the text it removes)."""
     if isinstance(messages, QuerySet):
         ids = sorted(messages.order_by().values_list("pk", flat=True))
     else:
         ids = sorted(m.pk for m in messages)
-    return sum(_delete_chunk(ids[start : start + DELETE_CHUNK], actor) for start in range(0, len(ids), DELETE_CHUNK))
+    chunks = (ids[start : start + DELETE_CHUNK] for start in range(0, len(ids), DELETE_CHUNK))
+    return sum(_delete_chunk(chunk, actor, audit_each) for chunk in chunks)
 
 
 @transaction.atomic
-def _delete_chunk(ids: list[int], actor: User | None) -> int:
+def _delete_chunk(ids: list[int], actor: User | None, audit_each: bool) -> int:
     # Locked so a concurrent delete of the same rows announces each message once.
     rows = list(Message.objects.select_for_update().filter(pk__in=ids).select_related("room", "user"))
-    audit_record_many(
-        actor=actor,
-        action="message_delete",
-        targets_details=(
-            (m, {"room": m.room.name, "seq": m.seq, "user": m.user.username, "content": m.content[:200]}) for m in rows
-        ),
-    )
+    if audit_each:
+        audit_record_many(
+            actor=actor,
+            action="message_delete",
+            targets_details=(
+                (m, {"room": m.room.name, "seq": m.seq, "user": m.user.username, "content": m.content[:200]})
+                for m in rows
+            ),
+        )
     deleted, _ = Message.objects.filter(pk__in=[m.pk for m in rows]).delete()
     if rows:
         transaction.on_commit(lambda: publish_messages_deleted(rows))

@@ -3,6 +3,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from chat.audit import audit_record
 from chat.management.commands._lookup import room_or_error
 from chat.management.commands._output import until_the_reader_goes
 from chat.models import Message
@@ -31,22 +32,32 @@ class Command(BaseCommand):
         except OverflowError:  # before the year 1
             raise CommandError(f"--older-than {older_than} reaches back before the year 1.") from None
         qs = Message.objects.filter(created__lt=cutoff).select_related("room", "user").order_by("pk")
-        if room:
-            qs = qs.filter(room=room_or_error(room))
-        total = 0
+        only = room_or_error(room) if room else None
+        if only is not None:
+            qs = qs.filter(room=only)
+        self.deleted = 0
+        try:
+            with until_the_reader_goes(self.stdout):
+                total = self._purge(qs, dry_run)
+                self.stdout.write(f"{'Would delete' if dry_run else 'Deleted'} {total} message(s).")
+        finally:
+            # One audit entry for the purge, whatever ended it; the text of what it removed is not kept.
+            if self.deleted:
+                detail = {"before": cutoff.isoformat(), "room": room, "deleted": self.deleted}
+                audit_record(actor=None, action="purge_messages", target=only, detail=detail)
+
+    def _purge(self, qs, dry_run: bool) -> int:
         verb = "would delete" if dry_run else "deleted"
-        last_pk = 0
-        with until_the_reader_goes(self.stdout):
-            while True:
-                # Batches keyed on pk keep memory and each transaction bounded.
-                batch = list(qs.filter(pk__gt=last_pk)[:BATCH_SIZE])
-                if not batch:
-                    break
-                last_pk = batch[-1].pk
-                # Deleted before printed: every "deleted" line is true even if the reader goes meanwhile.
-                if not dry_run:
-                    message_delete(messages=batch)
-                for m in batch:
-                    self.stdout.write(f"{verb} {m.room.name}#{m.seq} by {m.user.username} at {m.created.isoformat()}")
-                total += len(batch)
-            self.stdout.write(f"{'Would delete' if dry_run else 'Deleted'} {total} message(s).")
+        total, last_pk = 0, 0
+        while True:
+            # Batches keyed on pk keep memory and each transaction bounded.
+            batch = list(qs.filter(pk__gt=last_pk)[:BATCH_SIZE])
+            if not batch:
+                return total
+            last_pk = batch[-1].pk
+            # Deleted before printed: every "deleted" line is true even if the reader goes meanwhile.
+            if not dry_run:
+                self.deleted += message_delete(messages=batch, audit_each=False)
+            for m in batch:
+                self.stdout.write(f"{verb} {m.room.name}#{m.seq} by {m.user.username} at {m.created.isoformat()}")
+            total += len(batch)

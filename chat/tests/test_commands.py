@@ -267,6 +267,18 @@ async def test_purge_tells_open_sockets_like_a_moderator_delete(sockets, alice, 
 # --- ban_user, mute_user ---------------------------------------------------------------------
 
 
+def test_ban_user_twice_or_unban_twice_changes_and_records_once(user):
+    assert [run("ban_user", user.username) for _ in range(2)] == [
+        f"Banned {user.username}.\n",
+        f"{user.username} is already banned; nothing changed.\n",
+    ]
+    assert [run("ban_user", user.username, "--unban") for _ in range(2)] == [
+        f"Unbanned {user.username}.\n",
+        f"{user.username} is not banned; nothing changed.\n",
+    ]
+    assert list(AuditEntry.objects.order_by("id").values_list("action", flat=True)) == ["ban", "unban"]
+
+
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_ban_user_closes_sockets_4003_and_unban_reactivates(sockets, alice):
     socket = await enter(sockets, alice)

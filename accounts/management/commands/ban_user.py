@@ -15,9 +15,14 @@ class Command(BaseCommand):
         user = User.objects.filter(username__iexact=username).first()
         if user is None:
             raise CommandError(f"Unknown user {username!r}.")
-        if unban:
+        # As the admin's actions: a user already so is left alone, and the audit log records only changes.
+        if unban and user.is_active:
+            self.stdout.write(f"{user.username} is not banned; nothing changed.")
+        elif unban:
             user_unban(user=user)
             self.stdout.write(f"Unbanned {user.username}.")
+        elif not user.is_active:
+            self.stdout.write(f"{user.username} is already banned; nothing changed.")
         else:
             user_ban(user=user)
             self.stdout.write(f"Banned {user.username}.")

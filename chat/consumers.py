@@ -326,7 +326,7 @@ class RoomConsumer(RoomDelivery, AsyncWebsocketConsumer):
         from urllib.parse import parse_qs
 
         values = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get(name)
-        return values[0] if values else None
+        return values[-1] if values else None  # given twice: the last, as the HTTP API reads it
 
     async def _room_send(self, handler: str, **fields) -> None:
         await group_send(room_group(self.room.pk), {"type": handler, **fields})

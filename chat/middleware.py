@@ -71,8 +71,9 @@ def _origin(scope):
 @database_sync_to_async
 def _claims(query: dict) -> tuple[AccessClaims | None, str | None]:
     """Return (claims, None) for an accepted ticket or token, else (None, why it was refused)."""
-    ticket = (query.get("ticket") or [""])[0]
-    token = (query.get("token") or [""])[0]
+    # A parameter given twice: the last, as Django reads a query string for the HTTP API.
+    ticket = (query.get("ticket") or [""])[-1]
+    token = (query.get("token") or [""])[-1]
     if not ticket and not token:
         return None, "Token missing"
     try:

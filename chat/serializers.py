@@ -4,7 +4,7 @@ from rest_framework import serializers
 from accounts.serializers import UserSerializer
 from chat.models import ROOM_NAME_PATTERN
 from chat.services import CLIENT_ID_MAX_LENGTH
-from chatproject.fields import StrictCharField
+from chatproject.fields import DigitsField, StrictCharField
 
 
 class MessageSerializer(serializers.Serializer):
@@ -36,10 +36,10 @@ class MessageCreateSerializer(serializers.Serializer):
 
 
 class MessageListQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
-    skip = serializers.IntegerField(min_value=0, max_value=10**9, default=0)
-    before = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
-    after = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
+    limit = DigitsField(min_value=1, max_value=100, default=50)
+    skip = DigitsField(min_value=0, max_value=10**9, default=0)
+    before = DigitsField(min_value=0, max_value=2**62, required=False)
+    after = DigitsField(min_value=0, max_value=2**62, required=False)
 
 
 class RoomSerializer(serializers.Serializer):

@@ -990,6 +990,20 @@ async def test_since_replays_newer_messages_oldest_first_between_presence_and_jo
     assert await silent(bystander)
 
 
+async def test_parameters_given_twice_are_read_as_the_http_api_reads_them_the_last(sockets, alice, five_messages):
+    query = urlencode([("token", "not-a-token"), ("token", access_token(alice)), ("since", "abc"), ("since", "3")])
+    communicator = sockets(f"/ws/general?{query}")
+    connected, _ = await communicator.connect()
+
+    assert connected is True
+    assert await receive_all(communicator, 4) == [
+        presence_event(alice),
+        *[message_event(m) for m in five_messages[3:]],
+        member_event("join", alice),
+    ]
+    assert await silent(communicator)  # no bad_request for the first since
+
+
 @pytest.mark.parametrize("since", [5, 7])
 async def test_since_at_or_past_the_newest_message_replays_nothing(sockets, alice, five_messages, since):
     communicator = await connect(sockets, alice, since=since)

@@ -35,6 +35,7 @@ CLOSE_UNAUTHENTICATED = 4001
 CLOSE_DEACTIVATED = 4003
 CLOSE_UNKNOWN_ROOM = 4004
 CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_SERVER_RESTARTING = 1012
 CLOSE_FRAME_TOO_LARGE = 4009
 CLOSE_TOO_MANY_CONNECTIONS = 4029
 CLOSE_TRY_AGAIN = 4500  # the database or channel layer is unavailable: reconnect with since=
@@ -210,6 +211,9 @@ class RoomConsumer(RoomDelivery, AsyncWebsocketConsumer):
             # uvicorn closed it from the frame's header (ws_max_size): logged as the server's own closes
             # are. (A client closing with 1009 itself is logged the same way; the ASGI event cannot tell.)
             log_ws(self.scope, "ws.close", code=code, reason="frame too large")
+        elif code == CLOSE_SERVER_RESTARTING and not self.closed:
+            # uvicorn, shutting down (SIGTERM), told the client to come back: so many were told.
+            log_ws(self.scope, "ws.close", code=code, reason="server restarting")
         self.closed = self.left = True
         for task in self.tasks:
             task.cancel()

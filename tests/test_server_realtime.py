@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -430,6 +431,27 @@ async def test_missing_or_allowed_origin_is_accepted(server, origin):
 
 
 # --- while connected: expiry and deactivation -----------------------------------------------
+
+
+async def test_a_server_shutting_down_closes_its_sockets_1012_and_logs_each(launch_server, tmp_path):
+    with launch_server(tmp_path) as server:
+        user = server.new_user("restart")
+        in_general = await enter(server, "general", user)
+        in_random = await enter(server, "random", user)
+
+        server.process.send_signal(signal.SIGTERM)
+
+        codes = []
+        for ws in (in_general, in_random):
+            with contextlib.suppress(ConnectionClosed):
+                while True:  # a leave may come first
+                    await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT_SECONDS)
+            codes.append(ws.close_code)
+        assert codes == [1012, 1012]
+        server.process.wait(timeout=30)
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        closes = sorted((line["room"], line["code"], line["reason"]) for line in lines if line["event"] == "ws.close")
+        assert closes == [("general", 1012, "server restarting"), ("random", 1012, "server restarting")]
 
 
 async def test_socket_closes_4001_when_the_access_token_expires(launch_server, tmp_path):

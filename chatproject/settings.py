@@ -375,6 +375,9 @@ WHITENOISE_ADD_HEADERS_FUNCTION = static_file_headers
 if not PRODUCTION:
     # STATIC_ROOT only exists after `collectstatic`, which only the production path runs.
     warnings.filterwarnings("ignore", message="No directory at")
+# WhiteNoise answers with a file's synchronous iterator, which Django's ASGI handler reads on a thread:
+# as intended here (small hashed files, cached by browsers and the proxy), not a fault to log once per process.
+warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -315,6 +315,7 @@ def test_page_loads_the_hashed_app_js_from_static_root(production_server):
     assert response.status == 200
     assert response.body == (REPO_ROOT / "static" / "chat" / "app.js").read_bytes()
     assert "immutable" in response.headers["cache-control"]  # safe: a new version gets a new name
+    assert "StreamingHttpResponse" not in production_server.log()  # a file read on a thread is no fault
 
 
 @pytest.mark.server

@@ -568,7 +568,9 @@ _TITLE_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u206
 
 def room_title_error(title) -> str | None:
     """Why `title` cannot be a room's title, or None."""
-    if not isinstance(title, str) or len(title) > ROOM_TITLE_MAX_LENGTH:
+    if not isinstance(title, str):
+        return "Must be a string."
+    if len(title) > ROOM_TITLE_MAX_LENGTH:
         return f"Use a text of at most {ROOM_TITLE_MAX_LENGTH} characters."
     if _TITLE_FORBIDDEN.search(title) or not is_storable_text(title):
         return "Use one line of text, without control or text-direction characters."

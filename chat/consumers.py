@@ -39,8 +39,9 @@ CLOSE_SERVER_RESTARTING = 1012
 CLOSE_FRAME_TOO_LARGE = 4009
 CLOSE_TOO_MANY_CONNECTIONS = 4029
 CLOSE_TRY_AGAIN = 4500  # the database or channel layer is unavailable: reconnect with since=
-# A socket's typing frames are relayed at most once a second; the rest are dropped without an answer
-# (the web page sends one every 2 s while a key is pressed, and shows it for 4 s).
+# A socket's typing frames are relayed at most once a second, counted afresh after each of its messages;
+# the rest are dropped without an answer (the web page sends one every 2 s while a key is pressed, and
+# again at the first keystroke after a send; it shows one for 4 s).
 TYPING_EVERY_SECONDS = 1.0
 
 
@@ -250,6 +251,9 @@ class RoomConsumer(RoomDelivery, AsyncWebsocketConsumer):
             return
         kind = frame.get("type")
         if kind == "message":
+            # The others clear a typing notice when the typist's message arrives: the next typing
+            # frame is news again, however soon it comes.
+            self.typing_at = float("-inf")
             await self._message(frame)
         elif kind == "typing":
             await self._typing()

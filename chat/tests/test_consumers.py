@@ -616,6 +616,11 @@ async def test_a_burst_of_typing_frames_reaches_the_others_once_a_second(sockets
     assert await receive(other) == typing_event(alice)
     await typist.send_json_to({"type": "message", "content": "done typing"})  # the socket is served as before
     assert (await receive(other))["content"] == "done typing"
+    # The message cleared the others' notice: the next keystroke is news at once, then the limit again.
+    await typist.send_json_to({"type": "typing"})
+    await typist.send_json_to({"type": "typing"})
+    assert await receive(other) == typing_event(alice)
+    assert await silent(other)
 
 
 # --- messages -----------------------------------------------------------------------------

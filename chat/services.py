@@ -1,7 +1,7 @@
 """Writes on rooms and messages. Every transport (REST, WebSocket, admin, commands) calls these."""
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -457,26 +457,33 @@ DELETE_CHUNK = 500
 
 
 def message_delete(
-    *, messages: Iterable[Message] | QuerySet, actor: User | None = None, audit_each: bool = True
+    *,
+    messages: Iterable[Message] | QuerySet,
+    actor: User | None = None,
+    record: Callable[[list[Message]], None] | None = None,
 ) -> int:
     """Delete messages and tell each room's sockets once committed; seqs are never reused.
 
     Each deletion is recorded in the audit log with the start of the message (what a moderator
-    removed, and why); `audit_each=False` is for a caller that records the deletion as a whole
-    (purge_messages: a retention purge keeps none of the text it removes)."""
+    removed, and why). A caller that records the deletion its own way passes `record`, called with
+    each chunk's messages inside the chunk's transaction (purge_messages: a retention purge keeps
+    none of the text it removes)."""
     if isinstance(messages, QuerySet):
         ids = sorted(messages.order_by().values_list("pk", flat=True))
     else:
         ids = sorted(m.pk for m in messages)
     chunks = (ids[start : start + DELETE_CHUNK] for start in range(0, len(ids), DELETE_CHUNK))
-    return sum(_delete_chunk(chunk, actor, audit_each) for chunk in chunks)
+    return sum(_delete_chunk(chunk, actor, record) for chunk in chunks)
 
 
 @transaction.atomic
-def _delete_chunk(ids: list[int], actor: User | None, audit_each: bool) -> int:
+def _delete_chunk(ids: list[int], actor: User | None, record) -> int:
     # Locked so a concurrent delete of the same rows announces each message once.
     rows = list(Message.objects.select_for_update().filter(pk__in=ids).select_related("room", "user"))
-    if audit_each:
+    if record is not None:
+        if rows:
+            record(rows)
+    else:
         audit_record_many(
             actor=actor,
             action="message_delete",

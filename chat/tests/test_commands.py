@@ -3,7 +3,7 @@
 import csv
 import io
 import json
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from accounts.models import User
+from chat import services
 from chat.events import message_payload
 from chat.management.commands import list_rooms
 from chat.models import AuditEntry, Message, Mute, Room
@@ -229,7 +230,9 @@ def test_purge_deletes_older_messages_of_one_room(three, user):
         "room",
         "general",
     )
-    assert entry.detail == {"before": entry.detail["before"], "room": "general", "deleted": 1}
+    cutoff = datetime.fromisoformat(entry.detail.pop("before"))
+    assert abs(cutoff - (timezone.now() - timedelta(days=2))) < timedelta(minutes=1)
+    assert entry.detail == {"room": "general", "deleted": 1}
     run("purge_messages", "--older-than", "2")
     assert list(
         AuditEntry.objects.order_by("id").values_list("action", "target_type", "detail__room", "detail__deleted")
@@ -237,6 +240,27 @@ def test_purge_deletes_older_messages_of_one_room(three, user):
         ("purge_messages", "room", "general", 1),
         ("purge_messages", "", None, 1),
     ]
+
+
+def test_a_purge_that_fails_part_way_records_what_it_deleted(user, general, monkeypatch):
+    for n in range(3):
+        age(make_message(room=general, user=user, content=f"old {n}"), 5)
+    monkeypatch.setattr(services, "DELETE_CHUNK", 1)
+    chunks = []
+
+    def second_chunk_fails(ids, actor, record, delete=services._delete_chunk):
+        chunks.append(ids)
+        if len(chunks) == 2:
+            raise RuntimeError("the database went away")
+        return delete(ids, actor, record)
+
+    monkeypatch.setattr(services, "_delete_chunk", second_chunk_fails)
+
+    with pytest.raises(RuntimeError):
+        run("purge_messages", "--older-than", "1")
+
+    assert Message.objects.count() == 2
+    assert list(AuditEntry.objects.values_list("action", "detail__deleted")) == [("purge_messages", 1)]
 
 
 @pytest.mark.parametrize(

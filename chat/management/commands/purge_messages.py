@@ -35,18 +35,11 @@ class Command(BaseCommand):
         only = room_or_error(room) if room else None
         if only is not None:
             qs = qs.filter(room=only)
-        self.deleted = 0
-        try:
-            with until_the_reader_goes(self.stdout):
-                total = self._purge(qs, dry_run)
-                self.stdout.write(f"{'Would delete' if dry_run else 'Deleted'} {total} message(s).")
-        finally:
-            # One audit entry for the purge, whatever ended it; the text of what it removed is not kept.
-            if self.deleted:
-                detail = {"before": cutoff.isoformat(), "room": room, "deleted": self.deleted}
-                audit_record(actor=None, action="purge_messages", target=only, detail=detail)
+        with until_the_reader_goes(self.stdout):
+            total = self._purge(qs, dry_run, _PurgeRecord(cutoff=cutoff, room=only))
+            self.stdout.write(f"{'Would delete' if dry_run else 'Deleted'} {total} message(s).")
 
-    def _purge(self, qs, dry_run: bool) -> int:
+    def _purge(self, qs, dry_run: bool, record: "_PurgeRecord") -> int:
         verb = "would delete" if dry_run else "deleted"
         total, last_pk = 0, 0
         while True:
@@ -57,7 +50,23 @@ class Command(BaseCommand):
             last_pk = batch[-1].pk
             # Deleted before printed: every "deleted" line is true even if the reader goes meanwhile.
             if not dry_run:
-                self.deleted += message_delete(messages=batch, audit_each=False)
+                message_delete(messages=batch, record=record)
             for m in batch:
                 self.stdout.write(f"{verb} {m.room.name}#{m.seq} by {m.user.username} at {m.created.isoformat()}")
             total += len(batch)
+
+
+class _PurgeRecord:
+    """The purge's one audit entry: written with the first deleted chunk and its count raised with each
+    later one, in that chunk's transaction, so it counts exactly what was deleted however the purge
+    ends. The text of what it removed is not kept."""
+
+    def __init__(self, *, cutoff, room):
+        self.cutoff, self.room, self.entry = cutoff, room, None
+
+    def __call__(self, messages) -> None:
+        if self.entry is None:
+            detail = {"before": self.cutoff.isoformat(), "room": getattr(self.room, "name", None), "deleted": 0}
+            self.entry = audit_record(actor=None, action="purge_messages", target=self.room, detail=detail)
+        self.entry.detail["deleted"] += len(messages)
+        self.entry.save(update_fields=["detail"])

@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 
 from accounts.forms import AdminLoginForm
 from accounts.models import User
@@ -48,7 +50,9 @@ class UserAdmin(DjangoUserAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         # "Delete selected users" asks this for each selected user, and refuses them all if one is refused.
-        if obj is not None and not user_may_manage(actor=request.user, user=obj):
+        # Nobody deletes themselves (nor bans themselves): the rest of a bulk delete would be recorded
+        # as done by an account that no longer exists.
+        if obj is not None and (obj.pk == request.user.pk or not user_may_manage(actor=request.user, user=obj)):
             return False
         return super().has_delete_permission(request, obj)
 
@@ -59,12 +63,13 @@ class UserAdmin(DjangoUserAdmin):
 
         users = list(objs)
         refused = {User._meta.verbose_name for user in users if not self.has_delete_permission(request, user)}
-        counts = {
-            User._meta.verbose_name_plural: len(users),
-            Message._meta.verbose_name_plural: Message.objects.filter(user__in=users).count(),
-            Mute._meta.verbose_name_plural: Mute.objects.filter(user__in=users).count(),
-        }
-        return [str(user) for user in users], {k: v for k, v in counts.items() if v}, refused, []
+        counts = {User: len(users)}
+        for model in (Message, Mute):  # their own admins' permission to delete them, as Django asks
+            counts[model] = model.objects.filter(user__in=users).count()
+            if counts[model] and not self.admin_site._registry[model].has_delete_permission(request):
+                refused.add(model._meta.verbose_name)
+        summary = {model._meta.verbose_name_plural: count for model, count in counts.items() if count}
+        return [str(user) for user in users], summary, refused, []
 
     def delete_view(self, request, object_id, extra_context=None):
         # Django runs the POST in one transaction: a user's messages would be deleted in one as well,
@@ -124,3 +129,20 @@ class UserAdmin(DjangoUserAdmin):
             # Through the ban services, as the actions: a deactivation revokes tokens and closes
             # sockets, and the audit log records it either way.
             (user_unban if obj.is_active else user_ban)(user=obj, actor=request.user)
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(DjangoGroupAdmin):
+    """A group's permissions are its members': only a superuser changes them, as a user's own."""
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser

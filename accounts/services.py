@@ -148,15 +148,17 @@ def user_privileges_changed(*, user: User, before: dict, actor: User | None = No
 
 def user_delete(*, user: User, actor: User | None = None) -> None:
     """Delete a user and their messages, each message as a moderator's delete (the rooms' sockets told,
-    each recorded in the audit log), then the account, recorded too. The user is banned first, so nothing
-    they send meanwhile is stored behind the deletion's back; their sockets close with 4003."""
+    each recorded in the audit log), their mutes as unmutes, then the account, recorded as user_delete.
+    The user is deactivated first (no separate `ban` entry), so nothing they send meanwhile is stored
+    behind the deletion's back; their sockets close with 4003."""
     from chat.audit import audit_record
-    from chat.models import Message
-    from chat.services import message_delete
+    from chat.models import Message, Mute
+    from chat.services import message_delete, mute_delete
 
     if user.is_active:
         user_set_active(user=user, active=False)
     message_delete(messages=Message.objects.filter(user=user), actor=actor)
+    mute_delete(mutes=Mute.objects.filter(user=user), actor=actor)
     with transaction.atomic():
         audit_record(actor=actor, action="user_delete", target=user, detail={"username": user.username})
         user.delete()

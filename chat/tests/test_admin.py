@@ -280,6 +280,37 @@ def test_staff_without_superuser_cannot_change_or_delete_other_staff_nor_set_the
     )
 
 
+def test_staff_without_superuser_cannot_give_a_group_permissions(editor):
+    editor.user_permissions.add(*Permission.objects.filter(codename__in=["view_group", "change_group", "add_group"]))
+    moderators = Group.objects.get(name="Moderators")
+    before = set(moderators.permissions.all())
+    client = Client()
+    client.force_login(editor)
+    every_permission = list(Permission.objects.values_list("pk", flat=True))
+
+    changed = client.post(
+        f"/admin/auth/group/{moderators.pk}/change/", {"name": "Moderators", "permissions": every_permission}
+    )
+    added = client.post("/admin/auth/group/add/", {"name": "mine", "permissions": every_permission})
+
+    assert (changed.status_code, added.status_code) == (403, 403)
+    assert set(moderators.permissions.all()) == before and not Group.objects.filter(name="mine").exists()
+    assert client.get(f"/admin/auth/group/{moderators.pk}/change/").status_code == 200  # view only
+
+
+def test_deleting_a_user_needs_the_right_to_delete_their_messages_and_nobody_deletes_themselves(editor, alice, general):
+    make_message(room=general, user=alice, content="kept")
+    client = Client()
+    client.force_login(editor)  # may delete users, may not delete messages
+
+    refused = client.post(f"/admin/accounts/user/{alice.pk}/delete/", {"post": "yes"})
+    themselves = client.post(f"/admin/accounts/user/{editor.pk}/delete/", {"post": "yes"})
+
+    assert (refused.status_code, themselves.status_code) == (403, 403)
+    assert set(User.objects.values_list("username", flat=True)) == {"editor", "alice"}
+    assert Message.objects.count() == 1 and audit() == []
+
+
 def test_a_superusers_change_of_privileges_is_audited(alice):
     root = UserFactory(username="root", is_superuser=True, is_staff=True)
     client = Client()
@@ -308,7 +339,8 @@ async def test_deleting_a_user_deletes_their_messages_as_a_moderator_would_and_i
     client = Client()
     await sync_to_async(client.force_login)(root)
     spam = [await sync_to_async(make_message)(room=general, user=alice, content=f"spam {n}") for n in range(3)]
-    kept = await sync_to_async(make_message)(room=general, user=bob, content="hello")
+    await sync_to_async(make_message)(room=general, user=bob, content="hello")
+    await sync_to_async(Mute.objects.create)(user=alice, room=general, until=timezone.now() + timedelta(hours=1))
     spammer = await enter(sockets, alice)
     listener = await enter(sockets, bob)
     assert await receive(spammer) == member_event("join", bob)
@@ -325,11 +357,11 @@ async def test_deleting_a_user_deletes_their_messages_as_a_moderator_would_and_i
     ]
     history = await rest(bob, "get", "/messages/general")
     assert [m["content"] for m in history.json()] == ["hello"]
-    assert kept.seq == 4
     assert [(row[0], row[1], row[3]) for row in await sync_to_async(audit)()] == [
         ("root", "message_delete", "general#1"),
         ("root", "message_delete", "general#2"),
         ("root", "message_delete", "general#3"),
+        ("root", "unmute", "alice"),
         ("root", "user_delete", "alice"),
     ]
     assert not await sync_to_async(User.objects.filter(username="alice").exists)()

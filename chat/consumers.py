@@ -333,7 +333,7 @@ class RoomConsumer(RoomDelivery, AsyncWebsocketConsumer):
     def _query_param(self, name: str) -> str | None:
         from urllib.parse import parse_qs
 
-        values = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get(name)
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin1"), keep_blank_values=True).get(name)
         return values[-1] if values else None  # given twice: the last, as the HTTP API reads it
 
     async def _room_send(self, handler: str, **fields) -> None:

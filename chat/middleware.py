@@ -100,7 +100,7 @@ class JWTQueryStringAuthMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        query = parse_qs(scope.get("query_string", b"").decode("latin1"))
+        query = parse_qs(scope.get("query_string", b"").decode("latin1"), keep_blank_values=True)
         claims, refusal = await _claims(query)
         scope = dict(
             scope,

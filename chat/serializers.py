@@ -24,7 +24,8 @@ class MessageCreateSerializer(serializers.Serializer):
 
     content = StrictCharField(
         max_length=settings.CHAT_MAX_MESSAGE_LENGTH,
-        help_text="The text: not only whitespace, at most CHAT_MAX_MESSAGE_LENGTH characters, no NUL.",
+        help_text="The text: not blank (only whitespace or characters that show nothing), at most "
+        "CHAT_MAX_MESSAGE_LENGTH characters, no NUL.",
     )
     client_id = StrictCharField(
         required=False,

@@ -592,7 +592,8 @@ def stored_title(title: str) -> str:
 
 
 def room_create(*, user: User | None, name, title="", actor: User | None = None) -> Room:
-    """Create a room; users' room creations count against CHAT_MESSAGE_RATE like their messages.
+    """Create a room; a user's creations count against CHAT_MESSAGE_RATE like their messages, and
+    against ROOM_CREATE_RATE.
 
     `user` None is an operator at the shell (no rate limit); `actor` records the creation in the audit log.
     """

@@ -7,6 +7,9 @@ import unicodedata
 # combining grapheme joiner, which only change the character before them.
 _BLANK_MARKS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f" + "".join(map(chr, range(0xFE00, 0xFE10))))
 _INVISIBLE_CATEGORIES = frozenset(("Cc", "Cf", "Zs", "Zl", "Zp"))
+# Format characters that are drawn all the same: the prepended concatenation marks (Arabic number
+# and year signs, the end of ayah, the Syriac abbreviation mark, the Kaithi number signs).
+_VISIBLE_FORMAT = frozenset("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd")
 
 
 def _invisible(char: str) -> bool:
@@ -14,7 +17,7 @@ def _invisible(char: str) -> bool:
         char.isspace()
         or char in _BLANK_MARKS
         or 0xE0100 <= ord(char) <= 0xE01EF  # the supplementary variation selectors
-        or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+        or (unicodedata.category(char) in _INVISIBLE_CATEGORIES and char not in _VISIBLE_FORMAT)
     )
 
 

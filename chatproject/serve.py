@@ -57,7 +57,9 @@ class ChatServerCommand(CommandLineInterface):
 def _log_until_django_configures_logging() -> None:
     """Format the lines before settings are loaded (and a failure to load them) like the rest."""
     handler = logging.StreamHandler()
-    handler.setFormatter(PlainFormatter() if os.environ.get("LOG_FORMAT") == "plain" else JsonFormatter())
+    handler.setFormatter(
+        PlainFormatter() if os.environ.get("LOG_FORMAT", "").strip().lower() == "plain" else JsonFormatter()
+    )
     # With a handler on the root logger, daphne's own logging.basicConfig() leaves it alone.
     logging.basicConfig(handlers=[handler], level=logging.INFO)
 

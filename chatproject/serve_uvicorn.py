@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _log_until_django_configures_logging() -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(PlainFormatter() if os.environ.get("LOG_FORMAT", "").lower() == "plain" else JsonFormatter())
+    handler.setFormatter(
+        PlainFormatter() if os.environ.get("LOG_FORMAT", "").strip().lower() == "plain" else JsonFormatter()
+    )
     logging.basicConfig(handlers=[handler], level=logging.INFO)
 
 

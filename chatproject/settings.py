@@ -349,7 +349,7 @@ WS_TICKET_RATE = _rate("WS_TICKET_RATE", "60/min")  # POST /ws-ticket per user
 ROOM_CREATE_RATE = _rate("ROOM_CREATE_RATE", "10/h")  # POST /rooms per user, on top of CHAT_MESSAGE_RATE
 CHAT_MAX_CONNECTIONS_PER_USER = _int("CHAT_MAX_CONNECTIONS_PER_USER", 20, minimum=0)  # 0: unlimited
 # Addresses (or networks) of proxies whose X-Forwarded-For is believed; empty: the socket's peer is the client.
-TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+TRUSTED_PROXIES = [entry.strip() for entry in env.list("TRUSTED_PROXIES", default=[]) if entry.strip()]
 for _proxy in TRUSTED_PROXIES:
     try:
         ipaddress.ip_network(_proxy, strict=False)

@@ -434,7 +434,7 @@ async def test_missing_or_allowed_origin_is_accepted(server, origin):
 
 
 async def test_a_server_shutting_down_closes_its_sockets_1012_and_logs_each(launch_server, tmp_path):
-    with launch_server(tmp_path) as server:
+    with launch_server(tmp_path, server_name="uvicorn") as server:  # daphne closes them without a code
         user = server.new_user("restart")
         in_general = await enter(server, "general", user)
         in_random = await enter(server, "random", user)

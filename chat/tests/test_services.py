@@ -18,6 +18,7 @@ from chat.events import apublish_messages, encode, message_event, room_group
 from chat.models import AuditEntry, Message, Mute, Room
 from chat.services import MessageRejected, message_create
 from chat.tests.factories import RoomFactory
+from chat.text import is_blank
 from chatproject.ratelimit import RateLimited
 
 WRITERS = 24
@@ -623,3 +624,23 @@ def test_an_archived_room_refuses_messages_until_unarchived(general, user):
         "room_archive",
         "room_unarchive",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "blank"),
+    [
+        ("", True),
+        (" \t\n", True),
+        ("\u200b\u200c\u200d\u2060\ufeff", True),  # zero-width characters
+        ("\u200e\u200f\u061c", True),  # direction marks
+        ("\u3164\u115f\u1160\uffa0\u2800", True),  # the Hangul fillers, the blank Braille pattern
+        ("\ufe0f\U000e0100\u034f", True),  # variation selectors, the combining grapheme joiner alone
+        ("\U000e0041\U000e0042", True),  # tag characters
+        ("\u06dd", False),  # the end of ayah: a format character that is drawn
+        ("\u0600", False),  # the Arabic number sign
+        ("\u200ba", False),
+        ("\U0001f468\u200d\U0001f469\u200d\U0001f467", False),  # an emoji family joined by ZWJs
+    ],
+)
+def test_a_text_is_blank_when_it_would_show_nothing(text, blank):
+    assert is_blank(text) is blank

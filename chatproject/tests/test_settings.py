@@ -26,6 +26,7 @@ print(json.dumps({
     "HTTP_THREADS": s.HTTP_THREADS,
     "REDIS_TIMEOUT_SECONDS": s.REDIS_TIMEOUT_SECONDS,
     "LOG_LEVEL": s.LOG_LEVEL,
+    "TRUSTED_PROXIES": s.TRUSTED_PROXIES,
     "DEBUG": s.DEBUG,
     "SECRET_KEY": s.SECRET_KEY,
     "ALLOWED_HOSTS": s.ALLOWED_HOSTS,
@@ -360,14 +361,16 @@ def test_a_setting_that_would_start_a_broken_server_stops_the_start_naming_it(de
 
 
 def test_settings_are_read_in_any_case_and_around_spaces(dev_env):
-    env = {"DJANGO_ENV": " Development ", "HTTP_THREADS": " 4 ", "REDIS_TIMEOUT_SECONDS": "0.5", "LOG_LEVEL": "warning"}
+    env = {
+        "DJANGO_ENV": " Development ",
+        "HTTP_THREADS": " 4 ",
+        "REDIS_TIMEOUT_SECONDS": "0.5",
+        "LOG_LEVEL": "warning",
+        "TRUSTED_PROXIES": "10.0.0.5, 10.0.0.0/8,",
+    }
     loaded = load_settings({**dev_env, **env})
-    assert [loaded[name] for name in ("PRODUCTION", "HTTP_THREADS", "REDIS_TIMEOUT_SECONDS", "LOG_LEVEL")] == [
-        False,
-        4,
-        0.5,
-        "WARNING",
-    ]
+    names = ("PRODUCTION", "HTTP_THREADS", "REDIS_TIMEOUT_SECONDS", "LOG_LEVEL", "TRUSTED_PROXIES")
+    assert [loaded[name] for name in names] == [False, 4, 0.5, "WARNING", ["10.0.0.5", "10.0.0.0/8"]]
 
 
 RATE_SETTINGS = ["AUTH_RATE", "LOGIN_FAILURE_RATE", "CHAT_MESSAGE_RATE", "WS_TICKET_RATE", "ROOM_CREATE_RATE"]

@@ -498,6 +498,22 @@ def _delete_chunk(ids: list[int], actor: User | None, record) -> int:
     return deleted
 
 
+class PurgeRecord:
+    """A retention purge's one audit entry, for message_delete's `record`: written with the first deleted
+    chunk and its count raised with each later one, in that chunk's transaction, so it counts exactly
+    what was deleted however the purge ends. The text of what it removed is not kept."""
+
+    def __init__(self, *, cutoff: datetime, room: Room | None):
+        self.cutoff, self.room, self.entry = cutoff, room, None
+
+    def __call__(self, messages: list[Message]) -> None:
+        if self.entry is None:
+            detail = {"before": self.cutoff.isoformat(), "room": getattr(self.room, "name", None), "deleted": 0}
+            self.entry = audit_record(actor=None, action="purge_messages", target=self.room, detail=detail)
+        self.entry.detail["deleted"] += len(messages)
+        self.entry.save(update_fields=["detail"])
+
+
 def mute_until_error(until: datetime) -> str | None:
     """Why a mute cannot end at `until`, or None."""
     if until <= timezone.now():

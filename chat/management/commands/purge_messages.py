@@ -3,11 +3,10 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from chat.audit import audit_record
 from chat.management.commands._lookup import room_or_error
 from chat.management.commands._output import until_the_reader_goes
 from chat.models import Message
-from chat.services import message_delete
+from chat.services import PurgeRecord, message_delete
 
 BATCH_SIZE = 1000
 
@@ -36,10 +35,10 @@ class Command(BaseCommand):
         if only is not None:
             qs = qs.filter(room=only)
         with until_the_reader_goes(self.stdout):
-            total = self._purge(qs, dry_run, _PurgeRecord(cutoff=cutoff, room=only))
+            total = self._purge(qs, dry_run, PurgeRecord(cutoff=cutoff, room=only))
             self.stdout.write(f"{'Would delete' if dry_run else 'Deleted'} {total} message(s).")
 
-    def _purge(self, qs, dry_run: bool, record: "_PurgeRecord") -> int:
+    def _purge(self, qs, dry_run: bool, record: PurgeRecord) -> int:
         verb = "would delete" if dry_run else "deleted"
         total, last_pk = 0, 0
         while True:
@@ -54,19 +53,3 @@ class Command(BaseCommand):
             for m in batch:
                 self.stdout.write(f"{verb} {m.room.name}#{m.seq} by {m.user.username} at {m.created.isoformat()}")
             total += len(batch)
-
-
-class _PurgeRecord:
-    """The purge's one audit entry: written with the first deleted chunk and its count raised with each
-    later one, in that chunk's transaction, so it counts exactly what was deleted however the purge
-    ends. The text of what it removed is not kept."""
-
-    def __init__(self, *, cutoff, room):
-        self.cutoff, self.room, self.entry = cutoff, room, None
-
-    def __call__(self, messages) -> None:
-        if self.entry is None:
-            detail = {"before": self.cutoff.isoformat(), "room": getattr(self.room, "name", None), "deleted": 0}
-            self.entry = audit_record(actor=None, action="purge_messages", target=self.room, detail=detail)
-        self.entry.detail["deleted"] += len(messages)
-        self.entry.save(update_fields=["detail"])

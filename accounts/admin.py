@@ -107,28 +107,28 @@ class UserAdmin(DjangoUserAdmin):
         """Ban or unban, by the same rules both ways (user_may_ban); users already so are left alone,
         so the audit log records only what changed."""
         users = list(queryset)
-        to_change = [user for user in users if user.is_active == ban]
-        allowed = [user for user in to_change if user_may_ban(actor=request.user, user=user)]
-        for user in allowed:
-            (user_ban if ban else user_unban)(user=user, actor=request.user)
+        allowed = [user for user in users if user_may_ban(actor=request.user, user=user)]
+        changed = sum((user_ban if ban else user_unban)(user=user, actor=request.user) for user in allowed)
         verb, state = ("Banned", "banned") if ban else ("Unbanned", "active")
         skipped = []
-        if len(users) > len(to_change):
-            skipped.append(f"{len(users) - len(to_change)} already {state}")
-        if len(to_change) > len(allowed):
-            skipped.append(f"{len(to_change) - len(allowed)} yourself or a superuser")
-        text = f"{verb} {len(allowed)} user(s)." + (f" Skipped {', '.join(skipped)}." if skipped else "")
+        if len(allowed) > changed:
+            skipped.append(f"{len(allowed) - changed} already {state}")
+        if len(users) > len(allowed):
+            skipped.append(f"{len(users) - len(allowed)} yourself or a superuser")
+        text = f"{verb} {changed} user(s)." + (f" Skipped {', '.join(skipped)}." if skipped else "")
         self.message_user(request, text, messages.SUCCESS)
 
     def save_model(self, request, obj, form, change):
         # Before the form's changes are saved: the groups and permissions follow in save_related.
         form.privileges_before = user_privileges(User.objects.get(pk=obj.pk)) if change else None
-        activity_changed = change and "is_active" in form.changed_data
-        super().save_model(request, obj, form, change)
-        if activity_changed:
+        active = obj.is_active if change and "is_active" in form.changed_data else None
+        if active is not None:
             # Through the ban services, as the actions: a deactivation revokes tokens and closes
-            # sockets, and the audit log records it either way.
-            (user_unban if obj.is_active else user_ban)(user=obj, actor=request.user)
+            # sockets, and the audit log records it. The form's tick is theirs to make.
+            obj.is_active = not active
+        super().save_model(request, obj, form, change)
+        if active is not None:
+            (user_unban if active else user_ban)(user=obj, actor=request.user)
 
 
 admin.site.unregister(Group)

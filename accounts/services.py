@@ -97,23 +97,28 @@ def user_may_ban(*, actor: User, user: User) -> bool:
 
 
 @transaction.atomic
-def user_ban(*, user: User, actor: User | None = None) -> User:
-    """Deactivate a user: their tokens stop working and their sockets close with 4003."""
+def user_ban(*, user: User, actor: User | None = None) -> bool:
+    """Deactivate a user: their tokens stop working and their sockets close with 4003. A user already
+    banned is left alone (nothing revoked, sent or recorded again); returns whether anything changed."""
     from chat.audit import audit_record
 
+    if not user.is_active:
+        return False
     user_set_active(user=user, active=False)
     audit_record(actor=actor, action="ban", target=user)
-    return user
+    return True
 
 
 @transaction.atomic
-def user_unban(*, user: User, actor: User | None = None) -> User:
-    """Reactivate a banned user; they log in again to get new tokens."""
+def user_unban(*, user: User, actor: User | None = None) -> bool:
+    """Reactivate a banned user; they log in again to get new tokens. Returns whether they were banned."""
     from chat.audit import audit_record
 
+    if user.is_active:
+        return False
     user_set_active(user=user, active=True)
     audit_record(actor=actor, action="unban", target=user)
-    return user
+    return True
 
 
 def user_may_manage(*, actor: User, user: User) -> bool:

@@ -61,14 +61,13 @@ class RoomAdmin(admin.ModelAdmin):
         self._change_archiving(request, queryset, archive=False)
 
     def _change_archiving(self, request, queryset, *, archive: bool) -> None:
-        """Rooms already so are left alone (the services record only what changed), and counted apart."""
+        """Rooms already so are left alone by the services, and counted apart."""
         rooms = list(queryset)
-        to_change = [room for room in rooms if (room.archived_at is None) == archive]
-        for room in to_change:
-            (services.room_archive if archive else services.room_unarchive)(room=room, actor=request.user)
+        change = services.room_archive if archive else services.room_unarchive
+        changed = sum(change(room=room, actor=request.user) for room in rooms)
         verb, state = ("Archived", "archived") if archive else ("Unarchived", "open")
-        skipped = len(rooms) - len(to_change)
-        text = f"{verb} {len(to_change)} room(s)." + (f" Skipped {skipped} already {state}." if skipped else "")
+        skipped = len(rooms) - changed
+        text = f"{verb} {changed} room(s)." + (f" Skipped {skipped} already {state}." if skipped else "")
         self.message_user(request, text, messages.SUCCESS)
 
     def has_delete_permission(self, request, obj=None) -> bool:

@@ -544,23 +544,26 @@ def mute_delete(*, mutes: Iterable[Mute], actor: User | None = None) -> int:
 
 
 @transaction.atomic
-def room_archive(*, room: Room, actor: User | None = None) -> Room:
-    """Make the room read-only: its history stays readable, sends are refused."""
-    if room.archived_at is None:
-        room.archived_at = timezone.now()
-        room.save(update_fields=["archived_at"])
-        audit_record(actor=actor, action="room_archive", target=room)
-    return room
+def room_archive(*, room: Room, actor: User | None = None) -> bool:
+    """Make the room read-only: its history stays readable, sends are refused. Returns whether it
+    changed (a room already archived is left alone, and nothing is recorded)."""
+    if room.archived_at is not None:
+        return False
+    room.archived_at = timezone.now()
+    room.save(update_fields=["archived_at"])
+    audit_record(actor=actor, action="room_archive", target=room)
+    return True
 
 
 @transaction.atomic
-def room_unarchive(*, room: Room, actor: User | None = None) -> Room:
-    """Let the room accept messages again."""
-    if room.archived_at is not None:
-        room.archived_at = None
-        room.save(update_fields=["archived_at"])
-        audit_record(actor=actor, action="room_unarchive", target=room)
-    return room
+def room_unarchive(*, room: Room, actor: User | None = None) -> bool:
+    """Let the room accept messages again. Returns whether it was archived."""
+    if room.archived_at is None:
+        return False
+    room.archived_at = None
+    room.save(update_fields=["archived_at"])
+    audit_record(actor=actor, action="room_unarchive", target=room)
+    return True
 
 
 @transaction.atomic

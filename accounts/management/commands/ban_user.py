@@ -15,14 +15,10 @@ class Command(BaseCommand):
         user = User.objects.filter(username__iexact=username).first()
         if user is None:
             raise CommandError(f"Unknown user {username!r}.")
-        # As the admin's actions: a user already so is left alone, and the audit log records only changes.
-        if unban and user.is_active:
-            self.stdout.write(f"{user.username} is not banned; nothing changed.")
-        elif unban:
-            user_unban(user=user)
-            self.stdout.write(f"Unbanned {user.username}.")
-        elif not user.is_active:
-            self.stdout.write(f"{user.username} is already banned; nothing changed.")
+        # A user already so is left alone, as by the admin's actions: the audit log records only changes.
+        name = user.username
+        if unban:
+            text = f"Unbanned {name}." if user_unban(user=user) else f"{name} is not banned; nothing changed."
         else:
-            user_ban(user=user)
-            self.stdout.write(f"Banned {user.username}.")
+            text = f"Banned {name}." if user_ban(user=user) else f"{name} is already banned; nothing changed."
+        self.stdout.write(text)

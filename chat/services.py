@@ -16,7 +16,7 @@ from chat.audit import audit_record, audit_record_many
 from chat.events import publish_messages, publish_messages_deleted
 from chat.models import ROOM_NAME, Message, Mute, Room
 from chat.text import MAX_STACKED_MARKS, has_stacked_marks, is_blank
-from chatproject.ratelimit import hit, hit_many, parse_rate
+from chatproject.ratelimit import RateLimited, hit, hit_many, parse_rate, peek
 
 CLIENT_ID_MAX_LENGTH = 64
 ROOM_TITLE_MAX_LENGTH = 200
@@ -626,9 +626,14 @@ def room_create(*, user: User | None, name, title="", actor: User | None = None)
     if Room.objects.filter(name__iexact=name).exists():
         raise RoomRejected("name", "A room with that name already exists.")
     if user is not None:
+        # Every user sees every room in the list: rooms come slower than messages. A creation the
+        # room limit refuses leaves the user's message slots alone.
+        room_rate = parse_rate(settings.ROOM_CREATE_RATE)
+        retry_after = peek("rooms", str(user.pk), room_rate)
+        if retry_after is not None:
+            raise RateLimited(retry_after=retry_after)
         hit("messages", str(user.pk), parse_rate(settings.CHAT_MESSAGE_RATE))
-        # Every user sees every room in the list: rooms come slower than messages.
-        hit("rooms", str(user.pk), parse_rate(settings.ROOM_CREATE_RATE))
+        hit("rooms", str(user.pk), room_rate)
     try:
         with transaction.atomic():
             room = Room.objects.create(name=name, title=stored_title(title))

@@ -122,6 +122,17 @@ def test_each_user_creates_at_most_room_create_rate_rooms(auth_client, settings)
     assert other.post("/rooms", {"name": "c"}, format="json").status_code == 201  # per user
 
 
+def test_a_creation_the_room_limit_refuses_leaves_the_message_slots_alone(auth_client, settings):
+    settings.ROOM_CREATE_RATE = "1/h"
+    settings.CHAT_MESSAGE_RATE = "3/h"
+    assert auth_client.post("/rooms", {"name": "one"}, format="json").status_code == 201  # a message slot
+    statuses = [auth_client.post("/rooms", {"name": f"more{n}"}, format="json").status_code for n in range(5)]
+
+    assert statuses == [429] * 5
+    sends = [auth_client.post("/messages/general", {"content": str(n)}, format="json").status_code for n in range(3)]
+    assert sends == [201, 201, 429]
+
+
 def test_listing_rooms_ignores_a_stale_token(api_client, db):
     api_client.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
     assert api_client.get("/rooms").status_code == 200

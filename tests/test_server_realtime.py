@@ -544,8 +544,9 @@ async def test_a_ban_from_a_command_that_cannot_reach_the_servers_layer_still_cl
     launch_server, tmp_path
 ):
     # The default in-process layer: `ban_user` runs in a process of its own and its broadcast reaches
-    # no socket of the server. The server's own check finds the ban.
-    with launch_server(tmp_path, CHAT_DEACTIVATION_CHECK_SECONDS="0.5") as server:
+    # no socket of the server. The server's own check finds the ban, within the 2 s the protocol
+    # promises under the default settings.
+    with launch_server(tmp_path) as server:
         alice, bob = server.new_user("alice"), server.new_user("bob")
         async with await enter(server, "general", alice) as watcher, await enter(server, "general", bob, alice) as ws:
             assert_member_event(await next_event(watcher), "join", "general", bob)
@@ -555,7 +556,7 @@ async def test_a_ban_from_a_command_that_cannot_reach_the_servers_layer_still_cl
             banned_at = time.time()
 
             assert await closed_with(ws, timeout=10) == 4003
-            assert time.time() - banned_at <= 3.0  # the check runs every 0.5 s here
+            assert time.time() - banned_at <= 2.0  # the check runs every second with this layer
             assert_member_event(await next_event(watcher), "leave", "general", bob)
         assert server.last_seq(alice.access_token, "general") == 0
         assert '"level": "ERROR"' not in server.log()

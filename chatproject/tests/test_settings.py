@@ -37,6 +37,7 @@ print(json.dumps({
     "SIGNING_KEY_IS_SECRET_KEY": s.SIMPLE_JWT["SIGNING_KEY"] == s.SECRET_KEY,
     "CHAT_MAX_MESSAGE_LENGTH": s.CHAT_MAX_MESSAGE_LENGTH,
     "CHAT_REPLAY_LIMIT": s.CHAT_REPLAY_LIMIT,
+    "CHAT_DEACTIVATION_CHECK_SECONDS": s.CHAT_DEACTIVATION_CHECK_SECONDS,
     "AUTH_RATE": s.AUTH_RATE,
     "LOGIN_FAILURE_RATE": s.LOGIN_FAILURE_RATE,
     "CHAT_MESSAGE_RATE": s.CHAT_MESSAGE_RATE,
@@ -414,6 +415,15 @@ def test_redis_url_selects_the_redis_pubsub_channel_layer_under_the_prefix(dev_e
             "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": "blue:asgi"},
         }
     }
+
+
+def test_the_deactivation_check_runs_every_second_where_a_commands_ban_reaches_no_socket(dev_env):
+    # The in-process layer: a ban from `ban_user` is found by this check alone and must close within 2 s.
+    assert load_settings(dev_env)["CHAT_DEACTIVATION_CHECK_SECONDS"] == 1.0
+    with_redis = load_settings({**dev_env, "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    assert with_redis["CHAT_DEACTIVATION_CHECK_SECONDS"] == 10.0
+    chosen = load_settings({**dev_env, "CHAT_DEACTIVATION_CHECK_SECONDS": "3"})
+    assert chosen["CHAT_DEACTIVATION_CHECK_SECONDS"] == 3.0
 
 
 def test_rates_default_to_the_documented_ones(dev_env):

@@ -348,7 +348,9 @@ AUTH_RATE = _rate("AUTH_RATE", "10/min")  # /register and logins (/token, the ad
 LOGIN_FAILURE_RATE = _rate("LOGIN_FAILURE_RATE", "10/15min")  # failed logins per username, /token and admin
 CHAT_MESSAGE_RATE = _rate("CHAT_MESSAGE_RATE", "20/10s")  # sends per user, every transport
 WS_TICKET_RATE = _rate("WS_TICKET_RATE", "60/min")  # POST /ws-ticket per user
-ROOM_CREATE_RATE = _rate("ROOM_CREATE_RATE", "10/h")  # POST /rooms per user, on top of CHAT_MESSAGE_RATE
+# POST /rooms per user, on top of CHAT_MESSAGE_RATE; off by default, the protocol's only write limit
+# being CHAT_MESSAGE_RATE.
+ROOM_CREATE_RATE = _rate("ROOM_CREATE_RATE", "0")
 CHAT_MAX_CONNECTIONS_PER_USER = _int("CHAT_MAX_CONNECTIONS_PER_USER", 20, minimum=0)  # 0: unlimited
 # Addresses (or networks) of proxies whose X-Forwarded-For is believed; empty: the socket's peer is the client.
 TRUSTED_PROXIES = [entry.strip() for entry in env.list("TRUSTED_PROXIES", default=[]) if entry.strip()]

@@ -65,3 +65,11 @@ def test_swagger_ui_loads_its_start_up_script_from_the_app():
     assert script.status_code == 200
     assert script.headers["Content-Type"] == "application/javascript"
     assert 'url: "/api/schema/"' in script.content.decode()
+
+
+def test_favicon_ico_leads_to_the_chats_icon(db):
+    # The admin's pages declare no icon, so browsers ask for /favicon.ico: no 404 in their console.
+    response = Client().get("/favicon.ico")
+
+    assert (response.status_code, response["Location"]) == (302, "/static/chat/icon.svg")
+    assert Client().get(response["Location"]).status_code == 200

@@ -11,6 +11,7 @@
   const ROOMS_POLL_MS = 15000;
   const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
   const NEWER_TOKENS_WAIT_MS = 2000;
+  const NO_NETWORK = "no network";
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, className, text) => {
@@ -100,14 +101,15 @@
     };
     session.save(auth);
     scheduleRefresh();
+    if (current) renewSocket(current);
   }
 
   function scheduleRefresh() {
     clearTimeout(refreshTimer);
     if (!auth) return;
-    // Refresh at 80% of the lifetime, at the latest a minute before expiry.
+    // Refresh at 80% of the lifetime: what is left is the open socket's time to be renewed.
     const remaining = auth.expiresAt - Date.now();
-    const delay = Math.max(1000, Math.min(remaining * 0.8, remaining - 60000));
+    const delay = Math.max(1000, remaining * 0.8);
     refreshTimer = setTimeout(() => refreshTokens(), delay);
   }
 
@@ -120,6 +122,7 @@
     if (!auth || !stored || !sameUser(stored, auth) || stored.refresh === auth.refresh) return false;
     auth = stored;
     scheduleRefresh();
+    if (current) renewSocket(current);
     return true;
   }
 
@@ -220,6 +223,9 @@
     clearTimeout(refreshTimer);
     clearTimeout(roomsTimer);
     unsent.clear();
+    drafts.clear();
+    restoreRoom = false;
+    if (location.hash) history.replaceState(null, "", location.pathname + location.search);
     resetView();
     $("rooms").replaceChildren();
   }
@@ -266,6 +272,7 @@
     $("whoami-name").textContent = name;
     $("whoami-name").title = name;
     if (fromTheForm) $("rooms-title").focus();
+    restoreRoom = true;
     loadRooms();
   }
 
@@ -292,6 +299,14 @@
   // --- rooms list ----------------------------------------------------------------------
 
   let roomsTimer = null;
+  let restoreRoom = false; // open the room named in the address once the list is in
+  const titles = new Map(); // room name -> title, from the list
+
+  function refreshRoomsSoon() {
+    if (!auth) return;
+    clearTimeout(roomsTimer);
+    roomsTimer = setTimeout(loadRooms, 1000);
+  }
 
   async function loadRooms() {
     clearTimeout(roomsTimer);
@@ -299,7 +314,12 @@
     try {
       const result = await request("/rooms", { bearer: false });
       if (started !== epoch) return;
-      if (result.ok) renderRooms(result.data.rooms);
+      if (result.ok) {
+        renderRooms(result.data.rooms);
+        const name = restoreRoom && !current ? roomFromHash() : null;
+        restoreRoom = false;
+        if (name && titles.has(name)) openRoom(name, titles.get(name));
+      }
     } catch (e) {
       /* offline: try again later */
     }
@@ -311,11 +331,14 @@
     // The list is built anew at each poll: the room button that had the focus gets it back.
     const focused = list.contains(document.activeElement) ? document.activeElement.dataset.room : null;
     list.replaceChildren();
+    titles.clear();
     for (const room of rooms) {
+      titles.set(room.name, room.title);
       const item = el("li", "room-item");
       const button = el("button", "room-link", room.name);
       button.type = "button";
       button.dataset.room = room.name;
+      button.title = room.name; // cut short on screen when long
       if (current && current.name === room.name) button.setAttribute("aria-current", "true");
       button.addEventListener("click", () => openRoom(room.name, room.title));
       const online = current && current.name === room.name && current.socket ? current.online.size : room.online;
@@ -351,6 +374,9 @@
       connectedBefore: false, // an open socket is a reconnect: deletions made meanwhile are looked for
       oldestSeq: null,
       socket: null,
+      socketExpiresAt: 0, // when the socket's token expires (ms)
+      renewing: false, // a socket with refreshed tokens is being opened to take over
+      ownJoinShown: false,
       attempt: 0,
       reconnectTimer: null,
       online: new Map(), // user id -> username
@@ -441,15 +467,74 @@
     });
     failure.append(retry, discard);
     node.append(failure);
+    const stickToBottom = isAtBottom(list);
     if (existing) existing.replaceWith(node);
     else list.append(node);
+    if (stickToBottom) list.scrollTop = list.scrollHeight; // its Retry and Discard in view
   }
 
+  // A title in any script, isolated so that a right-to-left one does not reorder the "(#name)".
+  function setRoomTitle(name, title) {
+    const heading = $("room-title");
+    heading.replaceChildren();
+    if (title) {
+      const text = el("bdi", "", title);
+      heading.append(text, ` (#${name})`);
+    } else {
+      heading.textContent = `#${name}`;
+    }
+  }
+
+  // The open room is in the address (#name): a reload, a link or Back and Forward open it.
+  const ROOM_IN_HASH = /^[A-Za-z0-9_-]{1,50}$/;
+  function roomFromHash() {
+    let name;
+    try {
+      name = decodeURIComponent(location.hash.slice(1));
+    } catch (e) {
+      return null;
+    }
+    return ROOM_IN_HASH.test(name) ? name : null;
+  }
+
+  // Drafts per room, kept for this tab (sessionStorage) so that neither a room switch nor a reload
+  // loses one; cleared at sign-out.
+  const DRAFT_PREFIX = "chat.draft.";
+  const drafts = {
+    get(name) {
+      try {
+        return sessionStorage.getItem(DRAFT_PREFIX + name) || "";
+      } catch (e) {
+        return "";
+      }
+    },
+    set(name, text) {
+      try {
+        if (text) sessionStorage.setItem(DRAFT_PREFIX + name, text);
+        else sessionStorage.removeItem(DRAFT_PREFIX + name);
+      } catch (e) {
+        /* storage full or off: the draft lives in the box only */
+      }
+    },
+    clear() {
+      try {
+        for (const key of Object.keys(sessionStorage)) if (key.startsWith(DRAFT_PREFIX)) sessionStorage.removeItem(key);
+      } catch (e) {
+        /* nothing kept */
+      }
+    },
+  };
+
   async function openRoom(name, title) {
+    if (current) drafts.set(current.name, $("message-input").value);
     leaveRoom();
+    refreshRoomsSoon(); // the room left counts one fewer online
     current = newRoomState(name);
+    if (roomFromHash() !== name) location.hash = encodeURIComponent(name);
+    $("message-input").value = drafts.get(name);
+    $("message-input").removeAttribute("aria-invalid");
     const room = current;
-    $("room-title").textContent = title ? `${title} (#${name})` : `#${name}`;
+    setRoomTitle(name, title);
     $("room-body").hidden = false;
     $("load-older").hidden = true;
     $("messages").replaceChildren();
@@ -552,39 +637,87 @@
       if (auth) scheduleReconnect(room);
       return;
     }
-    if (room.closed || room !== current) return;
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const since = room.lastSeq === null ? "" : `&since=${room.lastSeq}`;
-    const url = `${scheme}://${location.host}/ws/${encodeURIComponent(room.name)}?ticket=${encodeURIComponent(
-      ticket
-    )}${since}`;
+    if (room.closed || room !== current || !auth) return;
+    const expiresAt = auth.expiresAt; // the ticket's socket closes (4001) when this token expires
     let socket;
     try {
-      socket = new WebSocket(url);
+      socket = new WebSocket(socketUrl(room, ticket));
     } catch (e) {
       scheduleReconnect(room);
       return;
     }
     room.socket = socket;
+    room.socketExpiresAt = expiresAt;
     socket.addEventListener("open", () => {
-      if (room !== current) return;
+      if (room !== current || room.socket !== socket) return;
       room.attempt = 0;
-      setStatus("connected");
+      setStatus(navigator.onLine === false ? NO_NETWORK : "connected");
       resendPending(room);
       if (room.connectedBefore) dropDeletedWhileAway(room);
       room.connectedBefore = true;
     });
-    socket.addEventListener("message", (event) => {
-      if (room !== current) return;
-      let data;
-      try {
-        data = JSON.parse(event.data);
-      } catch (e) {
+    listen(room, socket);
+  }
+
+  function socketUrl(room, ticket) {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const since = room.lastSeq === null ? "" : `&since=${room.lastSeq}`;
+    return `${scheme}://${location.host}/ws/${encodeURIComponent(room.name)}?ticket=${encodeURIComponent(ticket)}${since}`;
+  }
+
+  // A socket's events reach the page while it is the room's socket, and not after.
+  function listen(room, socket) {
+    socket.addEventListener("message", (event) => onFrame(room, socket, event.data));
+    socket.addEventListener("close", (event) => onClose(room, socket, event.code));
+  }
+
+  function onFrame(room, socket, text) {
+    if (room !== current || room.socket !== socket) return;
+    let data;
+    try {
+      data = JSON.parse(text);
+    } catch (e) {
+      return;
+    }
+    handleEvent(room, data);
+  }
+
+  // The server closes a socket (4001) when the token it was opened with expires. Once the tokens are
+  // refreshed, a socket opened with the new ones takes the room over (since= the last seq, so nothing
+  // is missed; what both sockets bring shows once, by seq) and then the old one is closed. The user
+  // never has no socket in the room: the others see no "left" and "joined", and this page never
+  // shows "reconnecting…". Should the renewal fail, the old socket's expiry close reconnects as before.
+  async function renewSocket(room) {
+    const old = room.socket;
+    if (!auth || room.closed || room !== current || room.renewing) return;
+    if (!old || old.readyState !== WebSocket.OPEN || room.socketExpiresAt >= auth.expiresAt) return;
+    room.renewing = true;
+    try {
+      const result = await api("/ws-ticket", { method: "POST" });
+      if (!result.ok || !auth || room.closed || room !== current || room.socket !== old) return;
+      const expiresAt = auth.expiresAt;
+      const socket = new WebSocket(socketUrl(room, result.data.ticket));
+      // Its first frame, the room's presence, comes once the server counts it in the room: only
+      // then may the old one close without the server announcing that the user left.
+      const first = await new Promise((resolve) => {
+        socket.addEventListener("message", (event) => resolve(event.data), { once: true });
+        socket.addEventListener("close", () => resolve(null));
+      });
+      if (first === null) return;
+      if (room.closed || room !== current || room.socket !== old || old.readyState !== WebSocket.OPEN) {
+        socket.close(1000);
         return;
       }
-      handleEvent(room, data);
-    });
-    socket.addEventListener("close", (event) => onClose(room, socket, event.code));
+      room.socket = socket;
+      room.socketExpiresAt = expiresAt;
+      listen(room, socket); // before its next frame: that is a task after this one
+      onFrame(room, socket, first);
+      old.close(1000);
+    } catch (e) {
+      // No network: the old socket stays until it closes, and then reconnects.
+    } finally {
+      room.renewing = false;
+    }
   }
 
   async function onClose(room, socket, code) {
@@ -596,11 +729,11 @@
       return;
     }
     if (code === 4004) {
-      setStatus("offline");
+      setStatus("room not found");
       $("send-error").textContent = "This room no longer exists.";
       return;
     }
-    setStatus("reconnecting…");
+    setStatus(navigator.onLine === false ? NO_NETWORK : "reconnecting…");
     if (code === 4001) {
       const refreshed = await refreshTokens();
       if (!refreshed && !auth) return;
@@ -630,18 +763,28 @@
         receiveMessage(room, data);
         clearTyping(room, data.user.username);
         break;
-      case "join":
+      case "join": {
+        // Said once: one's own arrival when the room is opened (not at each reconnect), and others'
+        // only when they were not already online here.
+        const me = isMe(data.user);
+        const news = me ? !room.ownJoinShown : !room.online.has(data.user.id);
+        if (me) room.ownJoinShown = true;
         room.online.set(data.user.id, data.user.username);
         renderOnline(room);
+        if (!news) break;
         addNotice(`${data.user.username} joined`);
-        if (!isMe(data.user)) announce(`${data.user.username} joined`);
+        if (!me) announce(`${data.user.username} joined`);
         break;
-      case "leave":
+      }
+      case "leave": {
+        const news = room.online.has(data.user.id);
         room.online.delete(data.user.id);
         renderOnline(room);
+        if (!news) break;
         addNotice(`${data.user.username} left`);
         if (!isMe(data.user)) announce(`${data.user.username} left`);
         break;
+      }
       case "typing":
         showTyping(room, data.user.username);
         break;
@@ -733,6 +876,15 @@
     }
   }
 
+  // A moment in the reader's own time zone and words, with the date unless it is today.
+  function formatDateTime(iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return "";
+    const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    if (date.toDateString() === new Date().toDateString()) return time;
+    return `${date.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" })} ${time}`;
+  }
+
   function formatTime(iso) {
     const date = new Date(iso);
     return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -747,7 +899,9 @@
     const time = el("time", "time", formatTime(message.timestamp));
     time.dateTime = message.timestamp;
     meta.append(time);
-    item.append(meta, el("p", "content", message.content));
+    const content = el("p", "content", message.content);
+    content.dir = "auto"; // right-to-left text reads right to left
+    item.append(meta, content);
     return item;
   }
 
@@ -884,6 +1038,7 @@
     room.pending.set(clientId, { content, node });
     sendFrame(room, { type: "message", content, client_id: clientId });
     input.value = "";
+    drafts.set(room.name, "");
     room.lastTypingSent = 0; // the others cleared the notice on this message; the next keystroke says so again
   }
 
@@ -896,7 +1051,10 @@
   // A refused message stays in the list, marked "not sent", with Retry (same client_id) and Discard;
   // the draft in the box is never touched.
   function onSendError(room, data) {
-    const detail = data.detail || "The message was not sent.";
+    let detail = data.detail || "The message was not sent.";
+    if (data.code === "muted" && data.until && formatDateTime(data.until)) {
+      detail = `You are muted in this room until ${formatDateTime(data.until)}.`;
+    }
     if (data.client_id && room.pending.has(data.client_id)) {
       const { content } = room.pending.get(data.client_id);
       const wait = data.code === "rate_limited" && data.retry_after ? ` (retry in ${data.retry_after} s)` : "";
@@ -953,16 +1111,29 @@
       }
     });
     $("message-input").addEventListener("input", () => {
+      if (current) drafts.set(current.name, $("message-input").value);
       checkLength();
       onTypingInput();
     });
     window.addEventListener("storage", onStorage);
+    window.addEventListener("offline", () => {
+      // The socket may stay open through a short outage (the browser holds its frames): say why
+      // nothing moves, and that sends wait (they show as pending and go when the network is back).
+      if (current) setStatus(NO_NETWORK);
+    });
     window.addEventListener("online", () => {
-      if (current && !current.socket) {
-        clearTimeout(current.reconnectTimer); // connect now instead of at the end of the backoff
-        current.attempt = 0;
-        connect(current);
+      if (!current) return;
+      if (current.socket) {
+        if (current.socket.readyState === WebSocket.OPEN) setStatus("connected");
+        return;
       }
+      clearTimeout(current.reconnectTimer); // connect now instead of at the end of the backoff
+      current.attempt = 0;
+      connect(current);
+    });
+    window.addEventListener("hashchange", () => {
+      const name = roomFromHash();
+      if (auth && name && (!current || current.name !== name)) openRoom(name, titles.get(name) || "");
     });
 
     if (auth && auth.refresh) {

@@ -7,8 +7,8 @@ import re
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -496,9 +496,7 @@ WATCH_STATUS = """() => {
 }"""
 
 
-def test_the_page_renews_its_socket_before_the_token_expires_and_nobody_sees_it_leave(
-    browser, launch_server, tmp_path
-):
+def test_the_page_renews_its_socket_before_the_token_expires_and_nobody_sees_it_leave(browser, launch_server, tmp_path):
     with launch_server(tmp_path, ACCESS_TOKEN_SECONDS="6") as short_lived:
         ann, ben = Visitor(browser, short_lived), Visitor(browser, short_lived)
         try:

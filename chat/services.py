@@ -239,28 +239,42 @@ ROOM, REPEAT, MUTE, DEACTIVATED = 0, 1, 2, 3  # what a row of _read_batch's stat
 
 
 def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict, dict, dict, set]:
-    """Lock the batch's rooms and read what it must know, in one statement (one round trip, not four).
+    """Lock the batch's rooms and read what it must know: one statement on SQLite, two on PostgreSQL.
 
     Returns {room id: (last_seq, archived)}, the stored repeats of the batch's client_ids
     ({(user, room, client_id): Message}), the running mutes' ends ({(user, room): until}), and the
     ids of senders banned or deleted since their socket or token was accepted.
     The rooms' rows are locked in id order (batches never deadlock); the locks serialise writers
     of a room, so seq follows commit order. SQLite has no row locks; its IMMEDIATE transaction
-    already holds the database's write lock. A repeat stored meanwhile by another process's
-    writer is caught by the unique constraint (message_create_many's IntegrityError).
+    already holds the database's write lock, so what it reads next is what has committed.
+    PostgreSQL reads each statement as the database was when the statement began, the rows it locks
+    apart: a ban that commits while the batch waits for a room's lock (another node's batch holds
+    it) would go unseen by the statement that waited. So the rooms are locked first, and the rest is
+    read by a statement of its own once they are held; it also share-locks the senders' rows, so
+    that a ban begun meanwhile waits for this batch's commit (its messages come before the ban) and
+    one in progress is awaited (its messages are refused). A mute needs no such care: its foreign
+    keys are checked when it commits, which waits for the batch that holds its room. A repeat stored
+    meanwhile by another process's writer is caught by the unique constraint (message_create_many's
+    IntegrityError).
     """
     arrays = _arrays()
+    locking = connection.features.has_select_for_update
     room_ids = sorted({requests[i].room.pk for i in valid})
     if arrays:
-        rooms_wanted, params = "id = ANY(CAST(%s AS BIGINT[]))", [room_ids]
+        rooms_wanted, room_params = "id = ANY(CAST(%s AS BIGINT[]))", [room_ids]
     else:
-        placeholders, params = sql.placeholders(room_ids)
+        placeholders, room_params = sql.placeholders(room_ids)
         rooms_wanted = f"id IN ({placeholders})"
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    tables = [
-        f"locked AS (SELECT id, last_seq, archived_at FROM {sql.table(Room)} WHERE {rooms_wanted} ORDER BY id{lock})"
-    ]
-    parts = [f"SELECT {ROOM}, id, last_seq, CASE WHEN archived_at IS NULL THEN 0 ELSE 1 END, NULL FROM locked"]
+    rooms_read = (
+        f"SELECT {ROOM}, id, last_seq, CASE WHEN archived_at IS NULL THEN 0 ELSE 1 END, NULL "
+        f"FROM {sql.table(Room)} WHERE {rooms_wanted} ORDER BY id"
+    )
+    rows = []
+    if locking:
+        rows += sql.rows(f"{rooms_read} FOR UPDATE", room_params, server_binding=arrays)
+        tables, parts, params = [], [], []
+    else:
+        tables, parts, params = [f"locked AS ({rooms_read})"], ["SELECT * FROM locked"], list(room_params)
     keys = {_key(requests[i]) for i in valid} - {None}
     table = _array_table if arrays else _values_table
     if keys or arrays:  # with arrays, the same statement whether or not the batch has client_ids
@@ -271,8 +285,16 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
     pairs = {(requests[i].user.pk, requests[i].room.pk) for i in valid}
     posters, poster_params = table("posters(user_id, room_id)", ("BIGINT", "BIGINT"), pairs)
     tables.append(posters)
+    params += poster_params
+    senders = sql.table(User)
+    if locking:
+        tables.append(
+            f"senders AS (SELECT id, is_active FROM {senders} WHERE id IN (SELECT user_id FROM posters) "
+            "ORDER BY id FOR SHARE)"
+        )
+        senders = "senders"
     now = timezone.now()
-    params += [*poster_params, connection.ops.adapt_datetimefield_value(now)]
+    params.append(connection.ops.adapt_datetimefield_value(now))
     parts.append(
         f"SELECT {MUTE}, m.user_id, m.room_id, 0, NULL FROM {sql.table(Mute)} m JOIN posters p "
         "ON m.user_id = p.user_id AND m.room_id = p.room_id WHERE m.until > %s"
@@ -280,9 +302,9 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
     # Banned, or deleted: a deleted sender's row would fail the whole batch on its foreign key.
     parts.append(
         f"SELECT {DEACTIVATED}, p.user_id, 0, 0, NULL FROM posters p WHERE NOT EXISTS "
-        f"(SELECT 1 FROM {sql.table(User)} u WHERE u.id = p.user_id AND u.is_active)"
+        f"(SELECT 1 FROM {senders} u WHERE u.id = p.user_id AND u.is_active)"
     )
-    rows = sql.rows(f"WITH {', '.join(tables)} {' UNION ALL '.join(parts)}", params, server_binding=arrays)
+    rows += sql.rows(f"WITH {', '.join(tables)} {' UNION ALL '.join(parts)}", params, server_binding=arrays)
     rooms = {row[1]: (row[2], bool(row[3])) for row in rows if row[0] == ROOM}
     repeats = _stored_repeats(keys, [row[1:] for row in rows if row[0] == REPEAT])
     muted = {(row[1], row[2]) for row in rows if row[0] == MUTE}

@@ -195,7 +195,7 @@ def batch() -> dict:
         with statements_sent() as statements:
             outcomes = message_create_many(requests, publish=False)
         # Explained as it was sent: its text, and its values bound on the server (arrays).
-        lookup, params = next((text, params) for text, params in statements if "locked AS (" in text)
+        lookup, params = next((text, params) for text, params in statements if "posters(user_id, room_id)" in text)
         plan = explained("EXPLAIN", lookup, params, server_binding=True)
         transaction.set_rollback(True)
 

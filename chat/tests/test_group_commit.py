@@ -3,12 +3,13 @@
 import asyncio
 import re
 import threading
+import time
 from datetime import UTC, timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -31,10 +32,13 @@ def outcome_summary(outcome) -> tuple:
 
 
 def statement_kind(sql: str) -> str:
-    """What a captured statement does: the batch's lookup (it locks the rooms), INSERT, UPDATE, or its
-    first word. On PostgreSQL the insert and the update start with their arrays (WITH ...)."""
-    if "locked AS (" in sql:
+    """What a captured statement does: the batch's lookup (client_ids, mutes, senders; on SQLite it
+    reads the rooms too), the lock of its rooms (PostgreSQL), INSERT, UPDATE, or its first word. On
+    PostgreSQL the insert and the update start with their arrays (WITH ...)."""
+    if "posters(user_id, room_id)" in sql:
         return "lookup"
+    if re.match(r"SELECT .* FOR UPDATE$", sql, re.S):
+        return "lock"
     if "INSERT INTO" in sql:
         return "INSERT"
     if re.match(r"(WITH .*\) )?UPDATE ", sql, re.S):
@@ -110,10 +114,15 @@ def test_a_batch_is_one_transaction_with_a_fixed_number_of_queries(general):
         outcomes = message_create_many(requests)
 
     assert [o.message.seq for o in outcomes] == [n // 2 + 1 for n in range(40)]
-    # one statement locks the rooms and looks up client_ids and mutes; one inserts; one sets both
-    # rooms' last_seq (+ transaction bookkeeping)
+    # one statement locks the rooms and looks up client_ids, mutes and senders (on PostgreSQL the lock
+    # is a statement before it); one inserts; one sets both rooms' last_seq (+ transaction bookkeeping)
     statements = [statement_kind(q["sql"]) for q in queries.captured_queries]
-    assert [s for s in statements if s in ("lookup", "SELECT", "INSERT", "UPDATE")] == ["lookup", "INSERT", "UPDATE"]
+    first = ["lock", "lookup"] if connection.vendor == "postgresql" else ["lookup"]
+    assert [s for s in statements if s in ("lock", "lookup", "SELECT", "INSERT", "UPDATE")] == [
+        *first,
+        "INSERT",
+        "UPDATE",
+    ]
     general.refresh_from_db()
     other.refresh_from_db()
     assert (general.last_seq, other.last_seq) == (20, 20)
@@ -121,7 +130,7 @@ def test_a_batch_is_one_transaction_with_a_fixed_number_of_queries(general):
 
 @on_postgresql
 @pytest.mark.django_db
-def test_on_postgresql_every_batch_sends_the_same_three_statements_with_its_values_apart(general):
+def test_on_postgresql_every_batch_sends_the_same_four_statements_with_its_values_apart(general):
     rooms = general, other = general, RoomFactory(name="other")
     alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
     make_message(room=general, user=alice, content="earlier", client_id="seen")
@@ -148,9 +157,9 @@ def test_on_postgresql_every_batch_sends_the_same_three_statements_with_its_valu
         [("repeat", "general", 1), ("MessageForbidden", "muted"), ("stored", "general", 3), ("stored", "other", 1)],
         [("stored", rooms[n % 2].name, (4 + n // 2, 2 + n // 2)[n % 2]) for n in range(40)],
     ]
-    kinds = ("lookup", "INSERT", "UPDATE")
+    kinds = ("lock", "lookup", "INSERT", "UPDATE")
     statements = [q["sql"] for q in queries.captured_queries if statement_kind(q["sql"]) in kinds]
-    assert len(statements) == 9 and len(set(statements)) == 3  # the same three texts, whatever the batch
+    assert len(statements) == 12 and len(set(statements)) == 4  # the same four texts, whatever the batch
     assert all("$1" in text and "n39" not in text and "seen" not in text for text in statements)
 
 
@@ -542,3 +551,53 @@ async def test_the_writers_thread_goes_on_to_the_next_batch_while_the_event_loop
     assert stored_while_the_loop_was_blocked
     results = await asyncio.gather(first, second)
     assert [(r.created, r.message.seq, r.message.content) for r in results] == [(True, 1, "one"), (True, 2, "two")]
+
+
+def waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_ban_committed_while_a_batch_waits_for_its_room_refuses_its_message():
+    # A batch waiting for its room's lock (another node's batch holds it) must see a ban that
+    # committed meanwhile: no message of a banned user stored after the ban. (A mute needs no such
+    # care: its foreign keys are checked at its commit, which waits for the batch holding the room.)
+    from accounts.services import user_set_active
+
+    room, ann = RoomFactory(name="waited"), UserFactory(username="ann")
+    held, release, outcomes = threading.Event(), threading.Event(), []
+
+    def another_batch() -> None:
+        try:
+            with transaction.atomic():
+                Room.objects.select_for_update().get(pk=room.pk)
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def send() -> None:
+        try:
+            outcomes.extend(message_create_many([MessageRequest(room=room, user=ann, content="just in time")]))
+        finally:
+            connection.close()
+
+    holder, sender = threading.Thread(target=another_batch), threading.Thread(target=send)
+    holder.start()
+    assert held.wait(10)
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not waiting_for_a_lock() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert waiting_for_a_lock()  # the batch waits for the room
+    user_set_active(user=ann, active=False)
+    release.set()
+    holder.join(10), sender.join(10)
+
+    assert [type(outcome) for outcome in outcomes] == [services.PosterDeactivated]
+    assert not Message.objects.filter(room=room).exists()

@@ -135,10 +135,10 @@ def _create_many(requests: list[MessageRequest], *, publish: bool, rated: dict, 
             if created and publish:
                 transaction.on_commit(publish_created)
     except IntegrityError:
-        # Only a client_id can race here (seqs are allocated under the rooms' locks): a writer in
-        # another process stored it while this batch waited for a room's lock, after the batch's
-        # lookup read its snapshot. The batch rolled back; once more, it finds the repeat. Should
-        # that fail too, its requests are stored one by one. Rate checks made are not made again.
+        # Only a client_id can collide here (seqs are allocated under the rooms' locks). Every writer
+        # looks for repeats once it holds the room, so this is the last guard, for a row stored some
+        # other way: the batch rolled back; once more, it finds the repeat. Should that fail too, its
+        # requests are stored one by one. Rate checks made are not made again.
         if retry:
             return _create_many(requests, publish=publish, rated=rated, retry=False)
         if len(requests) == 1:
@@ -253,9 +253,10 @@ def _read_batch(requests: list[MessageRequest], valid: list[int]) -> tuple[dict,
     read by a statement of its own once they are held; it also share-locks the senders' rows, so
     that a ban begun meanwhile waits for this batch's commit (its messages come before the ban) and
     one in progress is awaited (its messages are refused). A mute needs no such care: its foreign
-    keys are checked when it commits, which waits for the batch that holds its room. A repeat stored
-    meanwhile by another process's writer is caught by the unique constraint (message_create_many's
-    IntegrityError).
+    keys are checked when it commits, which waits for the batch that holds its room. Whoever else
+    locks a room or a user's row locks only its own table's rows (`of=("self",)`): a lock on a room
+    and then a user, against the batch's room and then its senders, would deadlock. The unique
+    constraint on client_ids is the last guard (message_create_many's IntegrityError).
     """
     arrays = _arrays()
     locking = connection.features.has_select_for_update
@@ -501,7 +502,9 @@ def message_delete(
 @transaction.atomic
 def _delete_chunk(ids: list[int], actor: User | None, record) -> int:
     # Locked so a concurrent delete of the same rows announces each message once.
-    rows = list(Message.objects.select_for_update().filter(pk__in=ids).select_related("room", "user"))
+    # Only the messages' rows: with their rooms and authors too, a delete would lock a room while a
+    # batch holding another room waits for the author's row, and the other way round (a deadlock).
+    rows = list(Message.objects.select_for_update(of=("self",)).filter(pk__in=ids).select_related("room", "user"))
     if record is not None:
         if rows:
             record(rows)
@@ -555,7 +558,9 @@ def mute_create(*, user: User, room: Room, until: datetime, actor: User | None =
 def mute_delete(*, mutes: Iterable[Mute], actor: User | None = None) -> int:
     """Lift mutes early, each recorded in the audit log as an unmute."""
     # Locked so that two moderators deleting the same mute record one unmute.
-    rows = list(Mute.objects.select_for_update().filter(pk__in=[m.pk for m in mutes]).select_related("user", "room"))
+    # Only the mutes' rows (see _delete_chunk).
+    mutes_wanted = Mute.objects.filter(pk__in=[m.pk for m in mutes])
+    rows = list(mutes_wanted.select_for_update(of=("self",)).select_related("user", "room"))
     audit_record_many(
         actor=actor,
         action="unmute",

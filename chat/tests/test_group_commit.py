@@ -562,7 +562,7 @@ def waiting_for_a_lock() -> bool:
 
 
 @on_postgresql
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_on_postgresql_a_ban_committed_while_a_batch_waits_for_its_room_refuses_its_message():
     # A batch waiting for its room's lock (another node's batch holds it) must see a ban that
     # committed meanwhile: no message of a banned user stored after the ban. (A mute needs no such
@@ -601,3 +601,58 @@ def test_on_postgresql_a_ban_committed_while_a_batch_waits_for_its_room_refuses_
 
     assert [type(outcome) for outcome in outcomes] == [services.PosterDeactivated]
     assert not Message.objects.filter(room=room).exists()
+
+
+@on_postgresql
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.parametrize("action", ["unmute", "delete"])
+def test_on_postgresql_a_moderators_unmute_or_delete_beside_a_batch_holding_the_room_does_not_deadlock(
+    action, monkeypatch
+):
+    # The batch holds its rooms and then share-locks its senders; a moderator's action that locked a
+    # sender and then waited for one of those rooms made a deadlock (one of the two failed after 1 s).
+    lower, room, other = RoomFactory(name="lower"), RoomFactory(name="held"), RoomFactory(name="other")
+    ann, bob = UserFactory(username="ann"), UserFactory(username="bob")
+    mute = services.mute_create(user=ann, room=room, until=timezone.now() + timedelta(hours=1))
+    spam = [make_message(room=lower, user=ann, content="spam"), make_message(room=room, user=bob, content="more")]
+    rooms_locked, go_on, outcomes, failures = threading.Event(), threading.Event(), [], []
+    rows = services.sql.rows
+
+    def pausing_after_the_room_lock(text, *args, **kwargs):
+        result = rows(text, *args, **kwargs)
+        if text.endswith("FOR UPDATE") and threading.current_thread().name == "batch":
+            rooms_locked.set()
+            go_on.wait(10)
+        return result
+
+    monkeypatch.setattr(services.sql, "rows", pausing_after_the_room_lock)
+
+    def run(name, call) -> threading.Thread:
+        def target():
+            try:
+                outcomes.append((name, call()))
+            except Exception as exc:  # a deadlock's victim
+                failures.append((name, repr(exc)))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=target, name=name)
+        thread.start()
+        return thread
+
+    batch = [MessageRequest(room=room, user=bob, content="b"), MessageRequest(room=other, user=ann, content="a")]
+    batch_thread = run("batch", lambda: [type(o).__name__ for o in message_create_many(batch, publish=False)])
+    assert rooms_locked.wait(10)
+    if action == "unmute":
+        moderator = run("moderator", lambda: services.mute_delete(mutes=[mute]))
+    else:
+        moderator = run("moderator", lambda: services.message_delete(messages=spam))
+    moderator.join(3)  # it finishes, or waits for a lock the batch holds
+    go_on.set()
+    batch_thread.join(15), moderator.join(15)
+
+    assert failures == []
+    assert sorted(outcomes) == [
+        ("batch", ["MessageResult", "MessageResult"]),
+        ("moderator", 1 if action == "unmute" else 2),
+    ]

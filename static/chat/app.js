@@ -12,6 +12,7 @@
   const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
   const NEWER_TOKENS_WAIT_MS = 2000;
   const NO_NETWORK = "no network";
+  const RENEWAL_TIMEOUT_MS = 10000;
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, className, text) => {
@@ -222,6 +223,7 @@
     auth = null;
     clearTimeout(refreshTimer);
     clearTimeout(roomsTimer);
+    clearTimeout(roomsSoonTimer);
     unsent.clear();
     drafts.clear();
     restoreRoom = false;
@@ -302,10 +304,13 @@
   let restoreRoom = false; // open the room named in the address once the list is in
   const titles = new Map(); // room name -> title, from the list
 
+  let roomsSoonTimer = null;
   function refreshRoomsSoon() {
     if (!auth) return;
     clearTimeout(roomsTimer);
+    clearTimeout(roomsSoonTimer);
     roomsTimer = setTimeout(loadRooms, 1000);
+    roomsSoonTimer = setTimeout(loadRooms, 3000); // a server slow to count the socket out
   }
 
   async function loadRooms() {
@@ -376,6 +381,7 @@
       socket: null,
       socketExpiresAt: 0, // when the socket's token expires (ms)
       renewing: false, // a socket with refreshed tokens is being opened to take over
+      renewal: null, // that socket, until it takes over
       ownJoinShown: false,
       attempt: 0,
       reconnectTimer: null,
@@ -395,6 +401,7 @@
     clearTimeout(room.gapTimer);
     for (const timer of room.typing.values()) clearTimeout(timer);
     if (room.socket) room.socket.close(1000);
+    if (room.renewal) room.renewal.close(1000);
     current = null;
     if (room.pending.size && auth) deliverPending(room.name, [...room.pending], auth.access);
   }
@@ -497,21 +504,22 @@
     return ROOM_IN_HASH.test(name) ? name : null;
   }
 
-  // Drafts per room, kept for this tab (sessionStorage) so that neither a room switch nor a reload
-  // loses one; cleared at sign-out.
+  // Drafts per user and room, kept for this tab (sessionStorage) so that neither a room switch nor a
+  // reload loses one; cleared at sign-out.
   const DRAFT_PREFIX = "chat.draft.";
+  const draftKey = (name) => `${DRAFT_PREFIX}${auth && auth.user ? auth.user.id : ""}.${name}`;
   const drafts = {
     get(name) {
       try {
-        return sessionStorage.getItem(DRAFT_PREFIX + name) || "";
+        return sessionStorage.getItem(draftKey(name)) || "";
       } catch (e) {
         return "";
       }
     },
     set(name, text) {
       try {
-        if (text) sessionStorage.setItem(DRAFT_PREFIX + name, text);
-        else sessionStorage.removeItem(DRAFT_PREFIX + name);
+        if (text) sessionStorage.setItem(draftKey(name), text);
+        else sessionStorage.removeItem(draftKey(name));
       } catch (e) {
         /* storage full or off: the draft lives in the box only */
       }
@@ -624,11 +632,13 @@
   }
 
   async function openSocket(room) {
-    setStatus(room.attempt ? "reconnecting…" : "connecting…");
+    setStatus(navigator.onLine === false ? NO_NETWORK : room.attempt ? "reconnecting…" : "connecting…");
     let ticket;
+    let expiresAt; // when the socket's token expires: the server closes it then (4001)
     try {
       if (!room.historyLoaded) await loadHistory(room);
-      if (room.closed || room !== current) return;
+      if (room.closed || room !== current || !auth) return;
+      expiresAt = auth.expiresAt; // before asking: a refresh meanwhile makes a later expiry
       const result = await api("/ws-ticket", { method: "POST" });
       if (!result.ok) throw new Error(`ticket ${result.status}`);
       ticket = result.data.ticket;
@@ -638,7 +648,6 @@
       return;
     }
     if (room.closed || room !== current || !auth) return;
-    const expiresAt = auth.expiresAt; // the ticket's socket closes (4001) when this token expires
     let socket;
     try {
       socket = new WebSocket(socketUrl(room, ticket));
@@ -692,30 +701,43 @@
     if (!auth || room.closed || room !== current || room.renewing) return;
     if (!old || old.readyState !== WebSocket.OPEN || room.socketExpiresAt >= auth.expiresAt) return;
     room.renewing = true;
+    let socket = null;
+    let giveUp = null;
     try {
+      // Tabs learn of a refresh together (storage events): not all of them open a socket at once.
+      const life = auth.expiresAt - Date.now();
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(2000, life * 0.05)));
+      if (!auth || room.closed || room !== current || room.socket !== old) return;
+      const expiresAt = auth.expiresAt; // before asking: a refresh meanwhile makes a later expiry
       const result = await api("/ws-ticket", { method: "POST" });
       if (!result.ok || !auth || room.closed || room !== current || room.socket !== old) return;
-      const expiresAt = auth.expiresAt;
-      const socket = new WebSocket(socketUrl(room, result.data.ticket));
+      socket = new WebSocket(socketUrl(room, result.data.ticket));
+      room.renewal = socket; // leaving the room closes it too
       // Its first frame, the room's presence, comes once the server counts it in the room: only
-      // then may the old one close without the server announcing that the user left.
+      // then may the old one close without the server announcing that the user left. A renewal
+      // that has not got there in 10 s is given up.
       const first = await new Promise((resolve) => {
         socket.addEventListener("message", (event) => resolve(event.data), { once: true });
         socket.addEventListener("close", () => resolve(null));
+        giveUp = setTimeout(() => resolve(null), RENEWAL_TIMEOUT_MS);
       });
-      if (first === null) return;
-      if (room.closed || room !== current || room.socket !== old || old.readyState !== WebSocket.OPEN) {
-        socket.close(1000);
-        return;
-      }
+      if (first === null || room.closed || room !== current || room.socket !== old) return;
+      if (old.readyState !== WebSocket.OPEN) return;
       room.socket = socket;
       room.socketExpiresAt = expiresAt;
-      listen(room, socket); // before its next frame: that is a task after this one
-      onFrame(room, socket, first);
+      socket = null; // the room's now
+      listen(room, room.socket); // before its next frame: that is a task after this one
+      onFrame(room, room.socket, first);
+      // Answers meant for the old socket (a refusal, a repeat's acknowledgement) would be lost with
+      // it: what is still pending goes again on the new one, with its client_id (stored once).
+      resendPending(room);
       old.close(1000);
     } catch (e) {
       // No network: the old socket stays until it closes, and then reconnects.
     } finally {
+      clearTimeout(giveUp);
+      if (socket) socket.close(1000); // not taken over
+      room.renewal = null;
       room.renewing = false;
     }
   }
@@ -1133,7 +1155,9 @@
     });
     window.addEventListener("hashchange", () => {
       const name = roomFromHash();
-      if (auth && name && (!current || current.name !== name)) openRoom(name, titles.get(name) || "");
+      if (!auth || !name || (current && current.name === name)) return;
+      if (titles.has(name)) openRoom(name, titles.get(name));
+      else if (!titles.size) restoreRoom = true; // the list is not in yet: opened once it is
     });
 
     if (auth && auth.refresh) {

@@ -1012,3 +1012,30 @@ def test_a_room_left_counts_one_fewer_online_at_once(visitors, server):
     ann.enter_room("general")
 
     expect(count).to_have_text("0 online", timeout=5_000)  # not at the next poll, 15 s on
+
+
+def test_a_long_stream_keeps_the_page_to_its_newest_thousand_items_and_older_ones_page_back_in(visitors, server):
+    poster = server.new_user("poster")
+    room = new_room(server, poster)
+    ann = visitors()
+    ann.register(server.unique_username("ann"))
+    ann.enter_room(room)
+    total = 1100
+
+    for n in range(1, total + 1):
+        response = server.post(f"/messages/{room}", json_body={"content": f"stream {n}"}, token=poster.access_token)
+        assert response.status == 201, response.body
+
+    expect(ann.message_texts.last).to_have_text(f"stream {total}", timeout=30_000)
+    shown = ann.page.locator("#messages > li")
+    assert 800 <= shown.count() <= 1000  # not all 1,100 messages and the notices
+    texts = ann.message_texts.all_inner_texts()
+    first = int(texts[0].split()[1])
+    assert texts == [f"stream {n}" for n in range(first, total + 1)]  # the newest, each once, in order
+    assert ann.page.evaluate(MESSAGES_AT_BOTTOM)
+
+    ann.page.get_by_role("button", name="Load older").click()
+    expect(ann.message_texts.first).to_have_text(f"stream {first - 50}")
+    texts = ann.message_texts.all_inner_texts()
+    assert texts == [f"stream {n}" for n in range(first - 50, total + 1)]
+    assert ann.errors == []

@@ -13,6 +13,8 @@
   const NEWER_TOKENS_WAIT_MS = 2000;
   const NO_NETWORK = "no network";
   const RENEWAL_TIMEOUT_MS = 10000;
+  const MAX_SHOWN = 1000; // items of the conversation kept on the page
+  const SHOWN_AFTER_TRIM = 800;
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, className, text) => {
@@ -941,7 +943,35 @@
   }
 
   const isAtBottom = (list) => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  const firstUnstored = (list) => list.querySelector(".message.pending, .message.failed");
+
+  // The messages not stored (pending, not sent) are the list's last items: looked for from the end,
+  // not through the whole list at every message.
+  function firstUnstored(list) {
+    let first = null;
+    let node = list.lastElementChild;
+    while (node && (node.classList.contains("pending") || node.classList.contains("failed"))) {
+      first = node;
+      node = node.previousElementSibling;
+    }
+    return first;
+  }
+
+  // A room open for long under a steady stream keeps its newest items on the page, not every one
+  // since it was opened (each new message cost more layout than the last, until the page froze);
+  // what is dropped from the top comes back with "Load older". Only while the reader is at the
+  // bottom: someone reading back keeps what they read.
+  function trimOldest(room, list) {
+    if (list.childElementCount <= MAX_SHOWN) return;
+    while (list.childElementCount > SHOWN_AFTER_TRIM && !list.firstElementChild.matches(".pending, .failed")) {
+      list.firstElementChild.remove();
+    }
+    const first = list.querySelector(".message[data-seq]");
+    if (!first) return;
+    room.oldestSeq = Number(first.dataset.seq);
+    for (const seq of room.bySeq.keys()) if (seq < room.oldestSeq) room.bySeq.delete(seq);
+    $("load-older").hidden = false;
+    list.scrollTop = list.scrollHeight;
+  }
 
   // Insert by seq: history, replay and live messages may arrive in any order, each shows once.
   function addMessage(message) {
@@ -956,8 +986,11 @@
     const list = $("messages");
     const stickToBottom = isAtBottom(list);
     let next = null;
-    for (const [seq, other] of room.bySeq) {
-      if (seq > message.seq && (next === null || seq < Number(next.dataset.seq))) next = other;
+    if (room.lastSeq !== null && message.seq < room.lastSeq) {
+      // An older one (a page of history, a gap filled): before the first shown with a higher seq.
+      for (const [seq, other] of room.bySeq) {
+        if (seq > message.seq && other.isConnected && (next === null || seq < Number(next.dataset.seq))) next = other;
+      }
     }
     list.insertBefore(node, next || firstUnstored(list));
     room.bySeq.set(message.seq, node);
@@ -966,6 +999,7 @@
     // Only a message placed last follows the bottom: older pages appear above without moving the view.
     const own = isMe(message.user);
     if (next === null && (stickToBottom || own)) list.scrollTop = list.scrollHeight;
+    if (next === null && stickToBottom) trimOldest(room, list);
   }
 
   function isMe(user) {

@@ -536,7 +536,6 @@
   };
 
   async function openRoom(name, title) {
-    if (current) drafts.set(current.name, $("message-input").value);
     leaveRoom();
     refreshRoomsSoon(); // the room left counts one fewer online
     current = newRoomState(name);
@@ -640,10 +639,7 @@
     try {
       if (!room.historyLoaded) await loadHistory(room);
       if (room.closed || room !== current || !auth) return;
-      expiresAt = auth.expiresAt; // before asking: a refresh meanwhile makes a later expiry
-      const result = await api("/ws-ticket", { method: "POST" });
-      if (!result.ok) throw new Error(`ticket ${result.status}`);
-      ticket = result.data.ticket;
+      ({ ticket, expiresAt } = await socketTicket());
     } catch (e) {
       // No network or the server is down: try again with the same backoff as a dropped socket.
       if (auth) scheduleReconnect(room);
@@ -668,6 +664,16 @@
       room.connectedBefore = true;
     });
     listen(room, socket);
+  }
+
+  // A single-use ticket for a socket, and when that socket's token expires (the server closes it
+  // then, 4001): read before asking, as a refresh meanwhile only makes it later. Throws when the
+  // server gives none.
+  async function socketTicket() {
+    const expiresAt = auth.expiresAt;
+    const result = await api("/ws-ticket", { method: "POST" });
+    if (!result.ok) throw new Error(`ticket ${result.status}`);
+    return { ticket: result.data.ticket, expiresAt };
   }
 
   function socketUrl(room, ticket) {
@@ -710,10 +716,9 @@
       const life = auth.expiresAt - Date.now();
       await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(2000, life * 0.05)));
       if (!auth || room.closed || room !== current || room.socket !== old) return;
-      const expiresAt = auth.expiresAt; // before asking: a refresh meanwhile makes a later expiry
-      const result = await api("/ws-ticket", { method: "POST" });
-      if (!result.ok || !auth || room.closed || room !== current || room.socket !== old) return;
-      socket = new WebSocket(socketUrl(room, result.data.ticket));
+      const { ticket, expiresAt } = await socketTicket();
+      if (!auth || room.closed || room !== current || room.socket !== old) return;
+      socket = new WebSocket(socketUrl(room, ticket));
       room.renewal = socket; // leaving the room closes it too
       // Its first frame, the room's presence, comes once the server counts it in the room: only
       // then may the old one close without the server announcing that the user left. A renewal
@@ -904,7 +909,7 @@
   function formatDateTime(iso) {
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return "";
-    const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const time = formatTime(iso);
     if (date.toDateString() === new Date().toDateString()) return time;
     return `${date.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" })} ${time}`;
   }

@@ -102,7 +102,7 @@ def user_ban(*, user: User, actor: User | None = None) -> bool:
     banned is left alone (nothing revoked, sent or recorded again); returns whether anything changed."""
     from chat.audit import audit_record
 
-    if not user.is_active:
+    if not _lock_is_active(user):
         return False
     user_set_active(user=user, active=False)
     audit_record(actor=actor, action="ban", target=user)
@@ -114,11 +114,21 @@ def user_unban(*, user: User, actor: User | None = None) -> bool:
     """Reactivate a banned user; they log in again to get new tokens. Returns whether they were banned."""
     from chat.audit import audit_record
 
-    if user.is_active:
+    if _lock_is_active(user) in (True, None):
         return False
     user_set_active(user=user, active=True)
     audit_record(actor=actor, action="unban", target=user)
     return True
+
+
+def _lock_is_active(user: User) -> bool | None:
+    """The user's is_active as committed, their row locked until the transaction ends (None: the user
+    is gone); the instance is brought up to date. Two moderators banning at once: the second sees the
+    first's ban and records nothing (a stale instance from a list page would say "active")."""
+    active = User.objects.select_for_update().filter(pk=user.pk).values_list("is_active", flat=True).first()
+    if active is not None:
+        user.is_active = active
+    return active
 
 
 def user_may_manage(*, actor: User, user: User) -> bool:

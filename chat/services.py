@@ -574,7 +574,7 @@ def mute_delete(*, mutes: Iterable[Mute], actor: User | None = None) -> int:
 def room_archive(*, room: Room, actor: User | None = None) -> bool:
     """Make the room read-only: its history stays readable, sends are refused. Returns whether it
     changed (a room already archived is left alone, and nothing is recorded)."""
-    if room.archived_at is not None:
+    if _lock_archived_at(room) is not None:
         return False
     room.archived_at = timezone.now()
     room.save(update_fields=["archived_at"])
@@ -585,12 +585,19 @@ def room_archive(*, room: Room, actor: User | None = None) -> bool:
 @transaction.atomic
 def room_unarchive(*, room: Room, actor: User | None = None) -> bool:
     """Let the room accept messages again. Returns whether it was archived."""
-    if room.archived_at is None:
+    if _lock_archived_at(room) is None:
         return False
     room.archived_at = None
     room.save(update_fields=["archived_at"])
     audit_record(actor=actor, action="room_unarchive", target=room)
     return True
+
+
+def _lock_archived_at(room: Room) -> datetime | None:
+    """The room's archived_at as committed, its row locked until the transaction ends; the instance is
+    brought up to date (two moderators archiving at once: the second records nothing)."""
+    room.archived_at = Room.objects.select_for_update().filter(pk=room.pk).values_list("archived_at", flat=True).first()
+    return room.archived_at
 
 
 @transaction.atomic

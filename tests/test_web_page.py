@@ -1014,6 +1014,46 @@ def test_a_room_left_counts_one_fewer_online_at_once(visitors, server):
     expect(count).to_have_text("0 online", timeout=5_000)  # not at the next poll, 15 s on
 
 
+def test_a_room_made_in_the_page_opens_at_once_and_refusals_show_in_words(visitors, server):
+    ann, bob = visitors(), visitors()
+    ann.register(server.unique_username("ann"))
+    bob.register(server.unique_username("bob"))
+    page, name = ann.page, server.unique_username("made")
+    expect(page.get_by_label("Name", exact=True)).to_be_hidden()  # folded away until asked for
+
+    page.get_by_text("New room", exact=True).click()
+    page.get_by_label("Name", exact=True).fill("")
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#room-error")).to_have_text("Enter a name for the room.")
+    page.get_by_label("Name", exact=True).fill("two words")
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#room-error")).to_have_text("Name: Use 1-50 letters, digits, hyphens or underscores.")
+    expect(page.get_by_label("Name", exact=True)).to_have_attribute("aria-invalid", "true")
+    page.get_by_label("Name", exact=True).fill("General")
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#room-error")).to_have_text("Name: A room with that name already exists.")
+    expect(page.get_by_label("Title (optional)")).to_be_visible()  # still open, as filled in
+
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Title (optional)").fill("Made in the page")
+    page.get_by_role("button", name="Create").click()
+
+    expect(ann.status).to_have_text("connected")
+    expect(page.locator("#room-title")).to_have_text(f"Made in the page (#{name})")
+    expect(page.get_by_role("button", name=name, exact=True)).to_have_attribute("aria-current", "true")
+    expect(page.get_by_label("Name", exact=True)).to_be_hidden()
+    expect(page.locator("#room-error")).to_have_text("")
+    assert urlparse(page.url).fragment == name
+    ann.send("first words here")
+    expect(ann.message_texts).to_have_text(["first words here"])
+
+    bob.page.reload()  # the list comes at sign-in and every 15 s
+    bob.enter_room(name)
+    expect(bob.message_texts).to_have_text(["first words here"])
+    response = server.get("/rooms")
+    assert {"name": name, "title": "Made in the page", "online": 2} in response.json()["rooms"]
+
+
 def test_a_long_stream_keeps_the_page_to_its_newest_thousand_items_and_older_ones_page_back_in(visitors, server):
     poster = server.new_user("poster")
     room = new_room(server, poster)

@@ -611,6 +611,38 @@ def test_a_sender_banned_or_deleted_since_their_token_was_accepted_is_refused_an
 
 
 @pytest.mark.django_db
+def test_archiving_through_a_stale_instance_reads_the_room_as_stored_and_records_once(general):
+    # Two moderators with the same list page open: each holds the room as it was when the page loaded.
+    first, second = Room.objects.get(pk=general.pk), Room.objects.get(pk=general.pk)
+
+    assert (services.room_archive(room=first), services.room_archive(room=second)) == (True, False)
+    assert second.archived_at == first.archived_at
+    assert (services.room_unarchive(room=first), services.room_unarchive(room=second)) == (True, False)
+    assert second.archived_at is None
+    assert list(AuditEntry.objects.values_list("action", flat=True).order_by("id")) == [
+        "room_archive",
+        "room_unarchive",
+    ]
+
+
+@pytest.mark.django_db
+def test_banning_through_a_stale_instance_reads_the_user_as_stored_and_records_once():
+    from accounts.services import user_ban, user_unban
+
+    user = UserFactory()
+    first, second = User.objects.get(pk=user.pk), User.objects.get(pk=user.pk)
+
+    assert (user_ban(user=first), user_ban(user=second)) == (True, False)
+    assert second.is_active is False
+    assert (user_unban(user=first), user_unban(user=second)) == (True, False)
+    assert second.is_active is True
+    assert list(AuditEntry.objects.values_list("action", flat=True).order_by("id")) == ["ban", "unban"]
+    gone = User.objects.get(pk=user.pk)
+    User.objects.filter(pk=user.pk).delete()
+    assert (user_ban(user=gone), user_unban(user=gone)) == (False, False)
+
+
+@pytest.mark.django_db
 def test_an_archived_room_refuses_messages_until_unarchived(general, user):
     services.room_archive(room=general)
     with pytest.raises(services.MessageForbidden) as refused:

@@ -51,7 +51,14 @@
   function describeErrors(body, status) {
     if (!body || typeof body !== "object") return `Request failed (${status}).`;
     if (typeof body.detail === "string") return body.detail;
-    const names = { username: "Username", password: "Password", non_field_errors: "", content: "Message" };
+    const names = {
+      username: "Username",
+      password: "Password",
+      non_field_errors: "",
+      content: "Message",
+      name: "Name",
+      title: "Title",
+    };
     return Object.entries(body)
       .map(([field, messages]) => {
         const text = Array.isArray(messages) ? messages.join(" ") : String(messages);
@@ -232,6 +239,9 @@
     if (location.hash) history.replaceState(null, "", location.pathname + location.search);
     resetView();
     $("rooms").replaceChildren();
+    $("room-form").reset();
+    $("room-error").textContent = "";
+    $("new-room").open = false;
   }
 
   // `revoke`: tell the server to revoke the refresh token (not when it was refused or another tab
@@ -358,6 +368,41 @@
       if (room.name === focused) button.focus();
     }
     if (focused !== null && !list.contains(document.activeElement)) $("rooms-title").focus(); // its room is gone
+  }
+
+  // A room made here is opened at once; the form stays filled in when it is refused.
+  async function createRoom() {
+    const name = $("new-room-name").value.trim();
+    const title = $("new-room-title").value.trim();
+    $("room-error").textContent = "";
+    $("new-room-name").removeAttribute("aria-invalid");
+    if (!name) {
+      $("room-error").textContent = "Enter a name for the room.";
+      $("new-room-name").setAttribute("aria-invalid", "true");
+      $("new-room-name").focus();
+      return;
+    }
+    const started = epoch;
+    $("create-room").disabled = true;
+    try {
+      const result = await api("/rooms", { method: "POST", body: title ? { name, title } : { name } });
+      if (started !== epoch) return;
+      if (result.status === 201) {
+        $("new-room-name").value = "";
+        $("new-room-title").value = "";
+        $("new-room").open = false;
+        titles.set(result.data.name, result.data.title);
+        openRoom(result.data.name, result.data.title);
+        loadRooms(); // the list with the new room in it
+      } else {
+        $("room-error").textContent = describeErrors(result.data, result.status);
+        if (result.data && "name" in result.data) $("new-room-name").setAttribute("aria-invalid", "true");
+      }
+    } catch (e) {
+      if (started === epoch) $("room-error").textContent = "The server cannot be reached. Try again.";
+    } finally {
+      $("create-room").disabled = false;
+    }
   }
 
   // --- a room: history, live socket, sending --------------------------------------------
@@ -1161,6 +1206,10 @@
     });
     $("logout").addEventListener("click", () => signOut("You are logged out."));
     $("load-older").addEventListener("click", loadOlder);
+    $("room-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      createRoom();
+    });
     $("send-form").addEventListener("submit", (event) => {
       event.preventDefault();
       sendMessage();

@@ -15,11 +15,14 @@ def room_get(*, name: str) -> Room | None:
 
 
 def room_list() -> list[dict]:
-    """Every room with the number of distinct users connected to it now."""
+    """Every room with the number of distinct users connected to it now, and whether it is archived."""
     # Values, not models: building a Room per row took seven times as long as reading the rows.
-    rooms = list(Room.objects.values_list("pk", "name", "title"))
-    online = presence.online_counts([pk for pk, _name, _title in rooms])
-    return [{"name": name, "title": title, "online": online.get(pk, 0)} for pk, name, title in rooms]
+    rooms = list(Room.objects.values_list("pk", "name", "title", "archived_at"))
+    online = presence.online_counts([pk for pk, *_ in rooms])
+    return [
+        {"name": name, "title": title, "online": online.get(pk, 0), "archived": archived_at is not None}
+        for pk, name, title, archived_at in rooms
+    ]
 
 
 MESSAGE_ROW_FIELDS = ("id", "seq", "content", "created", "client_id", "user_id", "user__username")

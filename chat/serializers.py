@@ -47,6 +47,9 @@ class RoomSerializer(serializers.Serializer):
     name = serializers.SlugField()
     title = serializers.CharField()
     online = serializers.IntegerField(help_text="Distinct users connected to the room now.")
+    archived = serializers.BooleanField(
+        help_text="Read-only: its history stays readable; sends get the error `archived`, REST POST 403."
+    )
 
 
 class RoomCreateSerializer(serializers.Serializer):

@@ -78,7 +78,9 @@ class RoomListView(APIView):
             )
         except services.RoomRejected as exc:
             raise ValidationError({exc.field: [exc.detail]}) from exc
-        return Response({"name": room.name, "title": room.title, "online": 0}, status=status.HTTP_201_CREATED)
+        return Response(
+            {"name": room.name, "title": room.title, "online": 0, "archived": False}, status=status.HTTP_201_CREATED
+        )
 
 
 class MessagesView(APIView):

@@ -104,7 +104,10 @@ def walk_through(server: ServerProcess) -> None:
     me = server.get("/users/me", token=token)
     assert (me.status, me.json()["id"], me.json()["username"]) == (200, 1, "alice")
     rooms = server.get("/rooms")
-    assert rooms.status == 200 and {"name": "general", "title": "General", "online": 0} in rooms.json()["rooms"]
+    assert (
+        rooms.status == 200
+        and {"name": "general", "title": "General", "online": 0, "archived": False} in rooms.json()["rooms"]
+    )
     posted = server.post("/messages/general", json_body={"content": "hello", "client_id": "c-1"}, token=token)
     assert posted.status == 201, posted.body
     message = posted.json()

@@ -67,10 +67,10 @@ def test_readme_walk_through(server):
     assert rooms.status == 200
     assert rooms.json() == {
         "rooms": [
-            {"name": "general", "title": "General", "online": 0},
-            {"name": "python", "title": "Python", "online": 0},
-            {"name": "frontend", "title": "Frontend", "online": 0},
-            {"name": "random", "title": "Random", "online": 0},
+            {"name": "general", "title": "General", "online": 0, "archived": False},
+            {"name": "python", "title": "Python", "online": 0, "archived": False},
+            {"name": "frontend", "title": "Frontend", "online": 0, "archived": False},
+            {"name": "random", "title": "Random", "online": 0, "archived": False},
         ]
     }
 

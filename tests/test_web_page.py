@@ -1051,7 +1051,57 @@ def test_a_room_made_in_the_page_opens_at_once_and_refusals_show_in_words(visito
     bob.enter_room(name)
     expect(bob.message_texts).to_have_text(["first words here"])
     response = server.get("/rooms")
-    assert {"name": name, "title": "Made in the page", "online": 2} in response.json()["rooms"]
+    assert {"name": name, "title": "Made in the page", "online": 2, "archived": False} in response.json()["rooms"]
+
+
+def set_archived(server, room: str, archived: bool) -> None:
+    """A moderator's archive (or unarchive), from another process: the service the admin calls."""
+    action = "room_archive" if archived else "room_unarchive"
+    code = f"from chat import services; from chat.models import Room; services.{action}(room=Room.objects.get(name={room!r}))"  # noqa: E501
+    done = server.manage("shell", "-c", code)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_archived_room_reads_as_before_and_says_why_it_takes_no_messages(visitors, server):
+    room = new_room(server, server.new_user("owner"))
+    ann, bob = visitors(), visitors()
+    ann.register(server.unique_username("ann"))
+    bob.register(server.unique_username("bob"))
+    ann.enter_room(room)
+    ann.send("said before the archive")
+    expect(ann.message_texts).to_have_text(["said before the archive"])
+    note = ann.page.locator("#archived-note")
+    expect(note).to_be_hidden()
+    ann.page.route("**/rooms", lambda route: route.abort())  # the list cannot tell: only the refusal can
+
+    set_archived(server, room, True)
+    ann.send("too late")
+
+    failure = ann.page.locator("#messages .message.failed .failure-text")
+    expect(failure).to_have_text("Not sent: This room is archived; its history is read-only.")
+    expect(note).to_be_visible()  # at the refusal, not at the next poll of the list
+    expect(ann.message_box).not_to_be_editable()
+    expect(ann.page.get_by_role("button", name="Send", exact=True)).to_be_disabled()
+
+    bob.page.reload()
+    item = bob.page.locator(".room-item", has=bob.page.locator(f'button[data-room="{room}"]'))
+    badge = item.locator(".room-archived")
+    expect(badge).to_have_text("archived")
+    bob.enter_room(room)
+    expect(bob.message_texts).to_have_text(["said before the archive"])
+    expect(bob.page.locator("#archived-note")).to_be_visible()
+    expect(bob.message_box).not_to_be_editable()
+    bob.enter_room("general")
+    expect(bob.page.locator("#archived-note")).to_be_hidden()
+    expect(bob.message_box).to_be_editable()
+
+    set_archived(server, room, False)
+    bob.page.reload()
+    expect(badge).to_have_count(0)
+    bob.enter_room(room)
+    expect(bob.page.locator("#archived-note")).to_be_hidden()
+    bob.send("open again")
+    expect(bob.message_texts).to_have_text(["said before the archive", "open again"])
 
 
 def test_a_long_stream_keeps_the_page_to_its_newest_thousand_items_and_older_ones_page_back_in(visitors, server):

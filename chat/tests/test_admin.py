@@ -584,7 +584,9 @@ def test_a_moderator_creates_a_room_and_edits_its_title(admin_client):
     edited = admin_client.post(f"/admin/chat/room/{room.pk}/change/", {"title": "The lobby"})
 
     assert edited.status_code == 302
-    assert {"name": "lobby", "title": "The lobby", "online": 0} in APIClient().get("/rooms").json()["rooms"]
+    assert {"name": "lobby", "title": "The lobby", "online": 0, "archived": False} in APIClient().get("/rooms").json()[
+        "rooms"
+    ]
     assert list(AuditEntry.objects.order_by("id").values_list("action", "detail")) == [
         ("room_create", {"title": "Lobby"}),
         ("room_change", {"title": "The lobby", "before": "Lobby"}),

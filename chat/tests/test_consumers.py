@@ -1392,7 +1392,7 @@ async def test_rooms_lists_name_title_and_online(sockets, alice):
     titles = await sync_to_async(lambda: {r.name: r.title for r in Room.objects.all()})()
     assert response.json() == {
         "rooms": [
-            {"name": name, "title": titles[name], "online": 1 if name == "general" else 0}
+            {"name": name, "title": titles[name], "online": 1 if name == "general" else 0, "archived": False}
             for name in ("general", "python", "frontend", "random")
         ]
     }

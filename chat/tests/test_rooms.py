@@ -12,8 +12,13 @@ def test_create_room_then_it_is_listed_at_once(auth_client):
     response = auth_client.post("/rooms", {"name": "book-club", "title": "Book club"}, format="json")
 
     assert response.status_code == 201
-    assert response.json() == {"name": "book-club", "title": "Book club", "online": 0}
-    assert APIClient().get("/rooms").json()["rooms"][-1] == {"name": "book-club", "title": "Book club", "online": 0}
+    assert response.json() == {"name": "book-club", "title": "Book club", "online": 0, "archived": False}
+    assert APIClient().get("/rooms").json()["rooms"][-1] == {
+        "name": "book-club",
+        "title": "Book club",
+        "online": 0,
+        "archived": False,
+    }
 
 
 ONE_LINE = "Use one line of text, without control or text-direction characters."
@@ -27,7 +32,10 @@ def test_a_title_may_hold_any_script_and_emoji_sequences(auth_client):
 
 def test_title_is_optional(auth_client):
     response = auth_client.post("/rooms", {"name": "quiet"}, format="json")
-    assert (response.status_code, response.json()) == (201, {"name": "quiet", "title": "", "online": 0})
+    assert (response.status_code, response.json()) == (
+        201,
+        {"name": "quiet", "title": "", "online": 0, "archived": False},
+    )
 
 
 def test_a_title_may_stack_a_few_marks_on_a_letter(auth_client):
@@ -38,12 +46,18 @@ def test_a_title_may_stack_a_few_marks_on_a_letter(auth_client):
 
 def test_a_title_that_would_show_nothing_is_no_title(auth_client):
     response = auth_client.post("/rooms", {"name": "blank", "title": "\u200b\u3164 \u2800"}, format="json")
-    assert (response.status_code, response.json()) == (201, {"name": "blank", "title": "", "online": 0})
+    assert (response.status_code, response.json()) == (
+        201,
+        {"name": "blank", "title": "", "online": 0, "archived": False},
+    )
 
 
 def test_a_null_title_is_no_title_as_the_schema_says(auth_client, api_client):
     response = auth_client.post("/rooms", {"name": "quiet", "title": None}, format="json")
-    assert (response.status_code, response.json()) == (201, {"name": "quiet", "title": "", "online": 0})
+    assert (response.status_code, response.json()) == (
+        201,
+        {"name": "quiet", "title": "", "online": 0, "archived": False},
+    )
 
     schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     assert schema["components"]["schemas"]["RoomCreateRequest"]["properties"]["title"]["nullable"] is True

@@ -54,10 +54,10 @@ def test_rooms_lists_the_four_default_rooms_to_anyone(api_client):
     assert response.status_code == 200
     assert response.json() == {
         "rooms": [
-            {"name": "general", "title": "General", "online": 0},
-            {"name": "python", "title": "Python", "online": 0},
-            {"name": "frontend", "title": "Frontend", "online": 0},
-            {"name": "random", "title": "Random", "online": 0},
+            {"name": "general", "title": "General", "online": 0, "archived": False},
+            {"name": "python", "title": "Python", "online": 0, "archived": False},
+            {"name": "frontend", "title": "Frontend", "online": 0, "archived": False},
+            {"name": "random", "title": "Random", "online": 0, "archived": False},
         ]
     }
 
@@ -84,11 +84,27 @@ def test_rooms_counts_distinct_users_online(api_client, general, user):
 
     assert response.json() == {
         "rooms": [
-            {"name": "general", "title": "General", "online": 2},
-            {"name": "python", "title": "Python", "online": 1},
-            {"name": "frontend", "title": "Frontend", "online": 0},
-            {"name": "random", "title": "Random", "online": 0},
+            {"name": "general", "title": "General", "online": 2, "archived": False},
+            {"name": "python", "title": "Python", "online": 1, "archived": False},
+            {"name": "frontend", "title": "Frontend", "online": 0, "archived": False},
+            {"name": "random", "title": "Random", "online": 0, "archived": False},
         ]
+    }
+
+
+def test_rooms_say_which_are_archived_until_unarchived(api_client, general):
+    services.room_archive(room=general)
+
+    assert api_client.get("/rooms").json()["rooms"][:2] == [
+        {"name": "general", "title": "General", "online": 0, "archived": True},
+        {"name": "python", "title": "Python", "online": 0, "archived": False},
+    ]
+    services.room_unarchive(room=general)
+    assert api_client.get("/rooms").json()["rooms"][0] == {
+        "name": "general",
+        "title": "General",
+        "online": 0,
+        "archived": False,
     }
 
 

@@ -239,6 +239,7 @@
     if (location.hash) history.replaceState(null, "", location.pathname + location.search);
     resetView();
     $("rooms").replaceChildren();
+    archivedRooms.clear();
     $("room-form").reset();
     $("room-error").textContent = "";
     $("new-room").open = false;
@@ -301,6 +302,7 @@
     $("send-error").textContent = "";
     $("message-input").value = "";
     $("message-input").removeAttribute("aria-invalid");
+    showArchived(false);
     for (const button of document.querySelectorAll(".room-link")) button.removeAttribute("aria-current");
     setStatus(auth ? "no room open" : "signed out");
   }
@@ -315,6 +317,7 @@
   let roomsTimer = null;
   let restoreRoom = false; // open the room named in the address once the list is in
   const titles = new Map(); // room name -> title, from the list
+  const archivedRooms = new Set(); // names of rooms the list (or a refused send) says are archived
 
   let roomsSoonTimer = null;
   function refreshRoomsSoon() {
@@ -349,8 +352,10 @@
     const focused = list.contains(document.activeElement) ? document.activeElement.dataset.room : null;
     list.replaceChildren();
     titles.clear();
+    archivedRooms.clear();
     for (const room of rooms) {
       titles.set(room.name, room.title);
+      if (room.archived) archivedRooms.add(room.name);
       const item = el("li", "room-item");
       const button = el("button", "room-link", room.name);
       button.type = "button";
@@ -363,11 +368,22 @@
       count.dataset.room = room.name;
       count.setAttribute("aria-hidden", "true");
       item.append(button, count);
+      if (room.archived) item.append(el("span", "room-archived", "archived"));
       if (room.title) item.title = room.title;
       list.append(item);
       if (room.name === focused) button.focus();
     }
     if (focused !== null && !list.contains(document.activeElement)) $("rooms-title").focus(); // its room is gone
+    if (current) showArchived(archivedRooms.has(current.name)); // archived or unarchived since it was opened
+  }
+
+  // An archived room reads as before; its box keeps the draft (it can be copied) but takes no typing.
+  function showArchived(archived) {
+    $("archived-note").hidden = !archived;
+    $("message-input").readOnly = archived;
+    $("send").disabled = archived;
+    if (archived) $("message-input").setAttribute("aria-describedby", "archived-note send-error");
+    else $("message-input").setAttribute("aria-describedby", "send-error");
   }
 
   // A room made here is opened at once; the form stays filled in when it is refused.
@@ -596,6 +612,7 @@
     $("typing").textContent = "";
     $("announce").textContent = "";
     $("send-error").textContent = "";
+    showArchived(archivedRooms.has(name));
     for (const button of document.querySelectorAll(".room-link")) {
       if (button.dataset.room === name) button.setAttribute("aria-current", "true");
       else button.removeAttribute("aria-current");
@@ -1134,7 +1151,7 @@
     const room = current;
     const input = $("message-input");
     const content = input.value;
-    if (!room || !content.trim()) return;
+    if (!room || !content.trim() || input.readOnly) return;
     if (!checkLength()) return; // the draft stays for the user to shorten
     $("send-error").textContent = "";
     const clientId = newClientId();
@@ -1160,6 +1177,10 @@
     let detail = data.detail || "The message was not sent.";
     if (data.code === "muted" && data.until && formatDateTime(data.until)) {
       detail = `You are muted in this room until ${formatDateTime(data.until)}.`;
+    }
+    if (data.code === "archived") {
+      archivedRooms.add(room.name); // archived since the list was read: say so before the next poll
+      if (room === current) showArchived(true);
     }
     if (data.client_id && room.pending.has(data.client_id)) {
       const { content } = room.pending.get(data.client_id);

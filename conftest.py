@@ -43,6 +43,22 @@ def _no_rate_limits(settings, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _no_outage_remembered():
+    """An outage of an earlier test is forgotten: chat.events pauses layer sends after a channel layer
+    outage, chat.writer refuses sends for a while after a database outage."""
+    from chat.events import _LayerOutage
+    from chat.writer import _Outage
+
+    def forget():
+        _LayerOutage.paused_until, _LayerOutage.failing, _LayerOutage.skipped = 0.0, False, 0
+        _Outage.paused_until, _Outage.failing, _Outage.refused = 0.0, False, 0
+
+    forget()
+    yield
+    forget()
+
+
+@pytest.fixture(autouse=True)
 def _empty_presence():
     presence.clear()
     yield

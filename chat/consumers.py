@@ -26,7 +26,7 @@ from chat.hub import hub
 from chat.logs import log_ws
 from chat.middleware import AUTH_UNAVAILABLE
 from chat.presence import TooManySockets, presence
-from chat.writer import writer
+from chat.writer import DatabaseUnavailable, writer
 from chatproject.ratelimit import RateLimited
 
 logger = logging.getLogger("chat.ws")
@@ -296,6 +296,9 @@ class RoomConsumer(RoomDelivery, AsyncWebsocketConsumer):
             await self.send_error(
                 "rate_limited", "Too many messages; wait before sending again.", client_id, retry_after=exc.seconds
             )
+            return
+        except DatabaseUnavailable:  # logged by the writer, once per outage
+            await self.send_error("unavailable", "The message could not be stored; send it again.", client_id)
             return
         except Exception:
             logger.error("message from user %s in room %s not stored", self.user.pk, self.room.name, exc_info=True)

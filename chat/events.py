@@ -5,10 +5,12 @@ Group names come from ids, never from user text: `room.<id>` and `user.<id>`.
 
 import json
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from chat.models import Message, Room
 
@@ -93,17 +95,55 @@ def encode(event: dict) -> str:
     return _ENCODER.encode(event)
 
 
+# After the channel layer failed to take a send for want of its Redis (refused, reset, or no answer
+# within REDIS_TIMEOUT_SECONDS), sends skip it this long: a Redis that hangs costs one broadcast its
+# timeout, not every sender's answer while it is down (broadcasts go out in commit order, each after
+# the one before). Sockets catch up from the database meanwhile (chat.tails, every 5 s).
+LAYER_PAUSE_SECONDS = 5.0
+LAYER_OUTAGES = (RedisError, OSError, TimeoutError)
+
+
+class _LayerOutage:
+    """One incident is logged once when it begins (with its traceback) and once when it ends."""
+
+    paused_until = 0.0
+    failing = False
+    skipped = 0
+
+
 async def group_send(group: str, message: dict) -> bool:
     """Send to a group; the database stays the record, so a failed send is logged, not raised.
 
     The message names its group: each process's hub (chat.hub) receives it once and hands it
     to that process's sockets in the group.
     """
+    outage = _LayerOutage
+    if time.monotonic() < outage.paused_until:
+        outage.skipped += 1
+        return False
     try:
         await get_channel_layer().group_send(group, {**message, "group": group})
+    except LAYER_OUTAGES as exc:
+        outage.paused_until = time.monotonic() + LAYER_PAUSE_SECONDS
+        outage.skipped += 1
+        if not outage.failing:
+            outage.failing = True
+            logger.error(
+                "channel layer send to %s failed; sends skip the layer for %g s at a time until it answers "
+                "(sockets catch up from the database)",
+                group,
+                LAYER_PAUSE_SECONDS,
+                exc_info=True,
+            )
+        else:
+            logger.warning("channel layer still unreachable (%s: %s)", type(exc).__name__, exc)
+        return False
     except Exception:
         logger.exception("channel layer send to %s failed", group)
         return False
+    if outage.failing:
+        logger.warning("channel layer reachable again; %d sends skipped or failed meanwhile", outage.skipped)
+        outage.failing, outage.skipped = False, 0
     return True
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,15 +31,73 @@ MAX_BATCH = 500
 _thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-writer")
 
 
-def _write(requests: list[services.MessageRequest]) -> list:
-    """Run in the writer's thread: one batch on the connection it keeps, or a fresh one if that broke."""
+# After a batch found no database to connect to, the batches of this long are refused at once
+# instead of each waiting for a connection (DATABASE_POOL_TIMEOUT): a socket's next frame is read
+# only once its send is answered, so waiting per message stopped the socket reading at all, its
+# pings included, and clients gave up on it.
+DATABASE_PAUSE_SECONDS = 5.0
+
+
+class DatabaseUnavailable(Exception):
+    """No connection to the database could be had: the batch was not stored."""
+
+
+class _Outage:
+    """State of the writer's thread only; an incident is logged when it begins and when it ends."""
+
+    paused_until = 0.0
+    failing = False
+    refused = 0
+
+
+def _connect() -> None:
+    """The connection the writer keeps, checked, or a new one; DatabaseUnavailable if none can be had."""
     if connection.connection is not None and not connection.is_usable():
         connection.close()  # e.g. PostgreSQL restarted since the last batch
+    try:
+        connection.ensure_connection()
+    except Exception as exc:
+        connection.close()
+        raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+def _write(requests: list[services.MessageRequest]) -> list:
+    """Run in the writer's thread: one batch on the connection it keeps, or a fresh one if that broke."""
+    _connect()
     try:
         return services.message_create_many(requests, publish=False)
     except Exception:
         connection.close()  # whatever failed, the next batch starts on a new connection
         raise
+
+
+def _write_unless_paused(requests: list[services.MessageRequest]) -> list:
+    """_write, or every request refused at once while a database outage is paused on; never raises."""
+    outage = _Outage
+    if time.monotonic() < outage.paused_until:
+        outage.refused += len(requests)
+        return [DatabaseUnavailable("the database was unavailable moments ago")] * len(requests)
+    try:
+        outcomes = _write(requests)
+    except DatabaseUnavailable as exc:
+        outage.paused_until = time.monotonic() + DATABASE_PAUSE_SECONDS
+        outage.refused += len(requests)
+        if not outage.failing:
+            outage.failing = True
+            logger.error(
+                "database unavailable: sends are refused for %g s at a time until it answers",
+                DATABASE_PAUSE_SECONDS,
+                exc_info=True,
+            )
+        else:
+            logger.warning("database still unavailable (%s)", exc)
+        return [exc] * len(requests)
+    except Exception as exc:  # a statement failed: this batch only
+        return [exc] * len(requests)
+    if outage.failing:
+        logger.warning("database available again; %d sends refused meanwhile", outage.refused)
+        outage.failing, outage.refused = False, 0
+    return outcomes
 
 
 class MessageWriter:
@@ -73,10 +132,7 @@ class MessageWriter:
                         self._running = False
                         return
                     batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                try:
-                    outcomes = _write([request for request, _ in batch])
-                except Exception as exc:  # the database is down: every send of the batch is refused
-                    outcomes = [exc] * len(batch)
+                outcomes = _write_unless_paused([request for request, _ in batch])
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these answers
                     loop.call_soon_threadsafe(self._written, batch, outcomes)
         except BaseException:  # the thread is going away: the next send starts another drain

@@ -238,7 +238,18 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{CHAT_REDIS_PREFIX}:asgi"},
+            # Bounded like every other Redis call: a publish to a Redis that stopped answering (a
+            # network partition, not a refused connection) would otherwise wait for TCP to give up.
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+                        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                    }
+                ],
+                "prefix": f"{CHAT_REDIS_PREFIX}:asgi",
+            },
         }
     }
     CACHES = {

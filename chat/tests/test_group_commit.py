@@ -1,15 +1,17 @@
 """Group commit: services.message_create_many stores a batch in one transaction; chat.writer forms the batches."""
 
 import asyncio
+import logging
 import re
 import threading
 import time
 from datetime import UTC, timedelta
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -371,6 +373,72 @@ async def test_a_database_failure_refuses_the_batch_and_the_writer_recovers(monk
     result = await the_writer.create(room=room, user=alice, content="kept")
 
     assert (result.created, result.message.seq, result.message.content) == (True, 1, "kept")
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_with_no_database_to_connect_to_sends_are_refused_at_once_for_a_while_then_tried_again(
+    monkeypatch, caplog
+):
+    room, alice = await room_and_alice("outage")
+    backend = type(connections["default"])
+    real_ensure, attempts, down = backend.ensure_connection, [], [True]
+
+    def ensure(self):
+        if threading.current_thread().name.startswith("chat-writer"):
+            attempts.append(1)
+            if down[0]:
+                raise OperationalError("connection refused")
+        return real_ensure(self)
+
+    monkeypatch.setattr(backend, "ensure_connection", ensure)
+    now = [1000.0]
+    monkeypatch.setattr(writer, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    caplog.set_level(logging.WARNING, logger="chat.writer")
+    the_writer = writer.MessageWriter()
+
+    async def refused(content: str) -> str:
+        with pytest.raises(writer.DatabaseUnavailable) as caught:
+            await the_writer.create(room=room, user=alice, content=content)
+        return str(caught.value)
+
+    assert await refused("tried") == "connection refused"
+    now[0] += writer.DATABASE_PAUSE_SECONDS - 0.1
+    assert await refused("not tried") == "the database was unavailable moments ago"
+    assert len(attempts) == 1
+    now[0] += 0.2
+    assert await refused("tried again") == "connection refused"
+    assert len(attempts) == 2
+    now[0] += writer.DATABASE_PAUSE_SECONDS
+    down[0] = False
+    result = await the_writer.create(room=room, user=alice, content="stored")
+
+    assert (result.created, result.message.seq, result.message.content) == (True, 1, "stored")
+    assert [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records] == [
+        ("ERROR", "database unavailable: sends are refused for 5 s at a time until it answers", True),
+        ("WARNING", "database still unavailable (connection refused)", False),
+        ("WARNING", "database available again; 3 sends refused meanwhile", False),
+    ]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+async def test_a_statement_that_fails_refuses_its_batch_only_and_pauses_nothing(monkeypatch):
+    room, alice = await room_and_alice("deadlock")
+    real, calls = services.message_create_many, []
+
+    def failing_once(requests, **options):
+        calls.append(len(requests))
+        if len(calls) == 1:
+            raise OperationalError("deadlock detected")
+        return real(requests, **options)
+
+    monkeypatch.setattr(services, "message_create_many", failing_once)
+    the_writer = writer.MessageWriter()
+
+    with pytest.raises(OperationalError):
+        await the_writer.create(room=room, user=alice, content="lost")
+    result = await the_writer.create(room=room, user=alice, content="kept")
+
+    assert (result.created, result.message.content, len(calls)) == (True, "kept", 2)
 
 
 @pytest.mark.django_db

@@ -412,7 +412,12 @@ def test_redis_url_selects_the_redis_pubsub_channel_layer_under_the_prefix(dev_e
     assert layers == {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": "blue:asgi"},
+            "CONFIG": {
+                "hosts": [
+                    {"address": "redis://127.0.0.1:6379/0", "socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+                ],
+                "prefix": "blue:asgi",
+            },
         }
     }
 

@@ -13,7 +13,13 @@ TIMEOUT_SECONDS = 2.0
 
 
 def database_ok() -> bool:
+    """A query answered; with PostgreSQL's pool, a connection had within TIMEOUT_SECONDS (not the pool's
+    own timeout, often longer than a load balancer waits for its probe)."""
     try:
+        pool = getattr(connection, "pool", None)
+        if pool is not None:
+            with pool.connection(timeout=TIMEOUT_SECONDS) as pooled:
+                return pooled.execute("SELECT 1").fetchone() == (1,)
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             return cursor.fetchone() == (1,)

@@ -3,6 +3,7 @@
 import logging
 from http import HTTPStatus
 
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 from drf_spectacular.utils import OpenApiParameter
@@ -104,6 +105,19 @@ def _is_json(response) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
+# A database that cannot be reached (or gave up on a statement) is an outage, not a crash: 503,
+# with how long to wait, and a log line without the traceback a crash gets.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+
+
+def unavailable_response() -> JsonResponse:
+    response = JsonResponse(
+        {"detail": "The service is unavailable; try again shortly.", "code": "unavailable"}, status=503
+    )
+    response["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+    return response
+
+
 class JsonErrorMiddleware(MiddlewareMixin):
     """Answer every error as JSON, whoever made the response, the admin's included.
 
@@ -112,6 +126,12 @@ class JsonErrorMiddleware(MiddlewareMixin):
     technical pages (URL patterns, traceback, settings), in the admin as anywhere else. The admin's
     own pages (forms, lists, its login) are 200s and redirects, and stay HTML.
     """
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, (OperationalError, InterfaceError)):
+            logger.warning("%s %s: database unavailable (%s)", request.method, request.path, exception)
+            return unavailable_response()
+        return None
 
     def process_response(self, request, response):
         if response.status_code < 400 or _is_json(response):

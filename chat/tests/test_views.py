@@ -1,14 +1,16 @@
 """GET /rooms, GET and POST /messages/{room}, /healthz, the API docs, the HTML page, JSON errors and the admin."""
 
 import json
+import logging
 import re
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib import admin
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.test import Client
 from django.utils import timezone
 
@@ -553,6 +555,21 @@ def test_healthz_503_when_the_database_fails(api_client, monkeypatch):
     assert response.json() == {"status": "unavailable", "database": "unavailable", "channel_layer": "ok"}
 
 
+def test_healthz_waits_for_a_pooled_database_connection_no_longer_than_its_own_timeout(api_client, monkeypatch):
+    asked = []
+
+    class Pool:
+        def connection(self, timeout):
+            asked.append(timeout)
+            raise OperationalError("couldn't get a connection after 2.00 sec")
+
+    monkeypatch.setattr(health, "connection", SimpleNamespace(pool=Pool()))
+
+    response = api_client.get("/healthz")
+
+    assert (response.status_code, response.json()["database"], asked) == (503, "unavailable", [health.TIMEOUT_SECONDS])
+
+
 def test_a_503_is_logged_once_with_its_request_id(api_client, monkeypatch, json_log):
     monkeypatch.setattr(health, "connection", _BrokenConnection())
 
@@ -801,6 +818,24 @@ def test_unexpected_exception_is_a_json_500(api_client, monkeypatch):
     assert response.status_code == 500
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"detail": "Internal server error."}
+
+
+@pytest.mark.parametrize("error", [OperationalError("connection refused"), InterfaceError("connection already closed")])
+def test_a_database_that_cannot_be_reached_is_a_json_503_to_retry(auth_client, general, monkeypatch, caplog, error):
+    def unreachable(**kwargs):
+        raise error
+
+    monkeypatch.setattr("chat.selectors.message_list", unreachable)
+    auth_client.raise_request_exception = False
+
+    response = auth_client.get("/messages/general")
+
+    assert (response.status_code, response["Retry-After"]) == (503, "5")
+    assert response.json() == {"detail": "The service is unavailable; try again shortly.", "code": "unavailable"}
+    assert ("chat.errors", logging.WARNING, f"GET /messages/general: database unavailable ({error})") in (
+        caplog.record_tuples
+    )
+    assert not [r for r in caplog.records if r.exc_info]  # an outage, not a crash: no traceback
 
 
 def test_unexpected_exception_in_an_authenticated_view_is_a_json_500(auth_client, general, monkeypatch):

@@ -18,6 +18,7 @@ def database_ok() -> bool:
     try:
         pool = getattr(connection, "pool", None)
         if pool is not None:
+            pool.open()  # as Django does before its first connection; no-op once open
             with pool.connection(timeout=TIMEOUT_SECONDS) as pooled:
                 return pooled.execute("SELECT 1").fetchone() == (1,)
         with connection.cursor() as cursor:

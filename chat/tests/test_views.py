@@ -559,6 +559,9 @@ def test_healthz_waits_for_a_pooled_database_connection_no_longer_than_its_own_t
     asked = []
 
     class Pool:
+        def open(self):
+            asked.append("open")
+
         def connection(self, timeout):
             asked.append(timeout)
             raise OperationalError("couldn't get a connection after 2.00 sec")
@@ -567,7 +570,11 @@ def test_healthz_waits_for_a_pooled_database_connection_no_longer_than_its_own_t
 
     response = api_client.get("/healthz")
 
-    assert (response.status_code, response.json()["database"], asked) == (503, "unavailable", [health.TIMEOUT_SECONDS])
+    assert (response.status_code, response.json()["database"], asked) == (
+        503,
+        "unavailable",
+        ["open", health.TIMEOUT_SECONDS],
+    )
 
 
 def test_a_503_is_logged_once_with_its_request_id(api_client, monkeypatch, json_log):

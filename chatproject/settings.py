@@ -204,6 +204,10 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
         "min_size": _int("DATABASE_POOL_MIN", 2, minimum=0),
         "max_size": _int("DATABASE_POOL_MAX", 10, minimum=1),
         "timeout": _seconds("DATABASE_POOL_TIMEOUT", 10.0),
+        # psycopg retries a failed connection with doubling waits for as long as this (5 minutes by
+        # default): after a long outage the next try could be half a minute after the database was
+        # back. Given up after 5 s, the next request that needs a connection starts a fresh try at once.
+        "reconnect_timeout": 5.0,
     }
     if _db["OPTIONS"]["pool"]["max_size"] < _db["OPTIONS"]["pool"]["min_size"]:
         raise ImproperlyConfigured("DATABASE_POOL_MAX must be at least DATABASE_POOL_MIN.")

@@ -252,7 +252,7 @@ def test_database_url_postgres_uses_a_connection_pool(dev_env):
     )
     assert database["CONN_MAX_AGE"] == 0
     assert database["CONN_HEALTH_CHECKS"] is True
-    assert database["OPTIONS"] == {"pool": {"min_size": 2, "max_size": 10, "timeout": 10.0}}
+    assert database["OPTIONS"] == {"pool": {"min_size": 2, "max_size": 10, "timeout": 10.0, "reconnect_timeout": 5.0}}
 
 
 def test_database_pool_size_is_read(dev_env):
@@ -267,7 +267,7 @@ def test_database_pool_size_is_read(dev_env):
     database = load_settings(env)["DATABASE"]
 
     assert (database["HOST"], int(database["PORT"]), database["PASSWORD"]) == ("db.internal", 6543, "pw")
-    assert database["OPTIONS"] == {"pool": {"min_size": 1, "max_size": 4, "timeout": 2.5}}
+    assert database["OPTIONS"] == {"pool": {"min_size": 1, "max_size": 4, "timeout": 2.5, "reconnect_timeout": 5.0}}
 
 
 # --- Tokens, chat, channel layer ------------------------------------------------------------

@@ -3,13 +3,16 @@
 Group names come from ids, never from user text: `room.<id>` and `user.<id>`.
 """
 
+import asyncio
 import json
 import logging
 import time
+import weakref
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from chat.models import Message, Room
@@ -100,7 +103,7 @@ def encode(event: dict) -> str:
 # timeout, not every sender's answer while it is down (broadcasts go out in commit order, each after
 # the one before). Sockets catch up from the database meanwhile (chat.tails, every 5 s).
 LAYER_PAUSE_SECONDS = 5.0
-LAYER_OUTAGES = (RedisError, OSError, TimeoutError)
+LAYER_OUTAGES = (RedisError, OSError)  # OSError covers TimeoutError
 
 
 class _LayerOutage:
@@ -111,6 +114,30 @@ class _LayerOutage:
     skipped = 0
 
 
+# Sends of one event loop take the layer one at a time (channels_redis publishes one at a time
+# anyway), so that those waiting behind a send that fails see the pause instead of each waiting out
+# its own timeout.
+_send_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+
+
+def _send_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _send_locks.get(loop)
+    if lock is None:
+        lock = _send_locks[loop] = asyncio.Lock()
+    return lock
+
+
+async def _layer_send(group: str, message: dict) -> None:
+    layer = get_channel_layer()
+    try:
+        await layer.group_send(group, message)
+    except RedisConnectionError:
+        # A connection Redis closed (a restart that is over, an idle timeout) fails once; the second
+        # try opens a new one. A Redis that does not answer is not asked twice.
+        await layer.group_send(group, message)
+
+
 async def group_send(group: str, message: dict) -> bool:
     """Send to a group; the database stays the record, so a failed send is logged, not raised.
 
@@ -118,33 +145,34 @@ async def group_send(group: str, message: dict) -> bool:
     to that process's sockets in the group.
     """
     outage = _LayerOutage
-    if time.monotonic() < outage.paused_until:
-        outage.skipped += 1
-        return False
-    try:
-        await get_channel_layer().group_send(group, {**message, "group": group})
-    except LAYER_OUTAGES as exc:
-        outage.paused_until = time.monotonic() + LAYER_PAUSE_SECONDS
-        outage.skipped += 1
-        if not outage.failing:
-            outage.failing = True
-            logger.error(
-                "channel layer send to %s failed; sends skip the layer for %g s at a time until it answers "
-                "(sockets catch up from the database)",
-                group,
-                LAYER_PAUSE_SECONDS,
-                exc_info=True,
-            )
-        else:
-            logger.warning("channel layer still unreachable (%s: %s)", type(exc).__name__, exc)
-        return False
-    except Exception:
-        logger.exception("channel layer send to %s failed", group)
-        return False
-    if outage.failing:
-        logger.warning("channel layer reachable again; %d sends skipped or failed meanwhile", outage.skipped)
-        outage.failing, outage.skipped = False, 0
-    return True
+    async with _send_lock():
+        if time.monotonic() < outage.paused_until:
+            outage.skipped += 1
+            return False
+        try:
+            await _layer_send(group, {**message, "group": group})
+        except LAYER_OUTAGES as exc:
+            outage.paused_until = time.monotonic() + LAYER_PAUSE_SECONDS
+            outage.skipped += 1
+            if not outage.failing:
+                outage.failing = True
+                logger.error(
+                    "channel layer send to %s failed; sends skip the layer for %g s at a time until it answers "
+                    "(sockets catch up from the database)",
+                    group,
+                    LAYER_PAUSE_SECONDS,
+                    exc_info=True,
+                )
+            else:
+                logger.warning("channel layer still unreachable (%s: %s)", type(exc).__name__, exc)
+            return False
+        except Exception:
+            logger.exception("channel layer send to %s failed", group)
+            return False
+        if outage.failing:
+            logger.warning("channel layer reachable again; %d sends skipped or failed meanwhile", outage.skipped)
+        outage.paused_until, outage.failing, outage.skipped = 0.0, False, 0
+        return True
 
 
 def _group_send(group: str, message: dict) -> bool:

@@ -574,7 +574,7 @@ def mute_delete(*, mutes: Iterable[Mute], actor: User | None = None) -> int:
 def room_archive(*, room: Room, actor: User | None = None) -> bool:
     """Make the room read-only: its history stays readable, sends are refused. Returns whether it
     changed (a room already archived is left alone, and nothing is recorded)."""
-    if _lock_archived_at(room) is not None:
+    if not _lock_room(room) or room.archived_at is not None:
         return False
     room.archived_at = timezone.now()
     room.save(update_fields=["archived_at"])
@@ -585,7 +585,7 @@ def room_archive(*, room: Room, actor: User | None = None) -> bool:
 @transaction.atomic
 def room_unarchive(*, room: Room, actor: User | None = None) -> bool:
     """Let the room accept messages again. Returns whether it was archived."""
-    if _lock_archived_at(room) is None:
+    if not _lock_room(room) or room.archived_at is None:
         return False
     room.archived_at = None
     room.save(update_fields=["archived_at"])
@@ -593,11 +593,14 @@ def room_unarchive(*, room: Room, actor: User | None = None) -> bool:
     return True
 
 
-def _lock_archived_at(room: Room) -> datetime | None:
-    """The room's archived_at as committed, its row locked until the transaction ends; the instance is
-    brought up to date (two moderators archiving at once: the second records nothing)."""
-    room.archived_at = Room.objects.select_for_update().filter(pk=room.pk).values_list("archived_at", flat=True).first()
-    return room.archived_at
+def _lock_room(room: Room) -> bool:
+    """Lock the room's row until the transaction ends and bring the instance's archived_at up to date
+    (two moderators archiving at once: the second records nothing); False when the room is gone."""
+    found = list(Room.objects.select_for_update().filter(pk=room.pk).values_list("archived_at", flat=True))
+    if not found:
+        return False
+    room.archived_at = found[0]
+    return True
 
 
 @transaction.atomic

@@ -19,7 +19,9 @@ logger = logging.getLogger("chat.errors")
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField(
-        required=False, help_text="On some errors, a stable word for the reason: `token_not_valid`, `user_inactive`, …"
+        required=False,
+        help_text="On some errors, a stable word for the reason: `token_not_valid`, `user_inactive`, "
+        "`unavailable` (503), …",
     )
     messages = serializers.ListField(
         child=serializers.DictField(), required=False, help_text="On `token_not_valid`, why each token type refused it."
@@ -105,9 +107,29 @@ def _is_json(response) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
-# A database that cannot be reached (or gave up on a statement) is an outage, not a crash: 503,
-# with how long to wait, and a log line without the traceback a crash gets.
+# A database that cannot be reached, or refuses work for now, is an outage, not a crash: 503, with
+# how long to wait, and a log line without the traceback a crash gets. Any other database error (a
+# missing table, a full disk) stays a 500 with its traceback: retrying would not help.
 UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+# PostgreSQL's SQLSTATEs for "not now": connection exceptions (class 08), the server shutting down or
+# starting (57P01-57P03), too many connections (53300).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether a database error means "try again shortly" rather than a fault of what was asked."""
+    if isinstance(exc, InterfaceError):  # the connection is closed
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate:
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    if type(cause).__module__.split(".")[0] in ("psycopg", "psycopg_pool"):
+        return True  # no SQLSTATE: the connection failed, or the pool had none to give in time
+    return any(text in str(exc) for text in _SQLITE_UNAVAILABLE)
 
 
 def unavailable_response() -> JsonResponse:
@@ -128,7 +150,7 @@ class JsonErrorMiddleware(MiddlewareMixin):
     """
 
     def process_exception(self, request, exception):
-        if isinstance(exception, (OperationalError, InterfaceError)):
+        if database_unreachable(exception):
             logger.warning("%s %s: database unavailable (%s)", request.method, request.path, exception)
             return unavailable_response()
         return None

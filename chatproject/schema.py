@@ -11,9 +11,17 @@ UNSUPPORTED_MEDIA_TYPE = {
 }
 
 
+UNAVAILABLE = {
+    "description": "The database cannot be reached for now (`code`: `unavailable`); try again after Retry-After.",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait (5)."}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
 def add_unsupported_media_type(result, generator, **kwargs):
     """Every operation that takes a body answers 415 {"detail"} to a body of another media type; every
-    JSON operation answers 406 {"detail"} to an Accept header without JSON."""
+    JSON operation answers 406 {"detail"} to an Accept header without JSON, and 503 {"detail", "code"}
+    while the database cannot be reached (GET /healthz says so in its own 503)."""
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             content_types = {
@@ -21,6 +29,7 @@ def add_unsupported_media_type(result, generator, **kwargs):
             }
             if content_types == {"application/json"}:
                 operation.setdefault("responses", {}).setdefault("406", NOT_ACCEPTABLE)
+                operation["responses"].setdefault("503", UNAVAILABLE)
             if "requestBody" in operation:
                 operation.setdefault("responses", {}).setdefault("415", UNSUPPORTED_MEDIA_TYPE)
     return result

@@ -1087,6 +1087,7 @@ def test_an_archived_room_reads_as_before_and_says_why_it_takes_no_messages(visi
     item = bob.page.locator(".room-item", has=bob.page.locator(f'button[data-room="{room}"]'))
     badge = item.locator(".room-archived")
     expect(badge).to_have_text("archived")
+    expect(bob.page.get_by_role("button", name=room, exact=True)).to_have_accessible_description("archived")
     bob.enter_room(room)
     expect(bob.message_texts).to_have_text(["said before the archive"])
     expect(bob.page.locator("#archived-note")).to_be_visible()

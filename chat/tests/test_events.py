@@ -36,19 +36,20 @@ def use(monkeypatch, layer):
 
 
 async def test_an_outage_pauses_sends_and_is_logged_when_it_begins_and_ends(monkeypatch, clock, caplog):
-    layer = FailingLayer(redis.ConnectionError("refused"), redis.TimeoutError("Timeout reading"), None)
+    refused = redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    layer = FailingLayer(refused, refused, redis.TimeoutError("Timeout reading"), None)
     use(monkeypatch, layer)
     caplog.set_level(logging.WARNING, logger="chat.events")
 
-    assert await events.group_send("room.1", {"type": "chat.member", "text": "{}"}) is False
+    assert await events.group_send("room.1", {"type": "chat.member", "text": "{}"}) is False  # tried twice
     clock[0] += events.LAYER_PAUSE_SECONDS - 0.1
     assert [await events.group_send(f"room.{n}", {"type": "chat.member", "text": "{}"}) for n in (2, 3)] == [
         False,
         False,
     ]
-    assert layer.failures[0] is not None  # the layer was not asked while paused
+    assert len(layer.failures) == 2  # the layer was not asked while paused
     clock[0] += 0.2
-    assert await events.group_send("room.4", {"type": "chat.member", "text": "{}"}) is False
+    assert await events.group_send("room.4", {"type": "chat.member", "text": "{}"}) is False  # no answer: once
     clock[0] += events.LAYER_PAUSE_SECONDS
     assert await events.group_send("room.5", {"type": "chat.member", "text": "{}"}) is True
 
@@ -64,9 +65,38 @@ async def test_an_outage_pauses_sends_and_is_logged_when_it_begins_and_ends(monk
         ("WARNING", "channel layer reachable again; 4 sends skipped or failed meanwhile", False),
     ]
     clock[0] += 1
-    layer.failures = [redis.ConnectionError("again")]
+    layer.failures = [refused, refused]
     assert await events.group_send("room.6", {"type": "chat.member", "text": "{}"}) is False
     assert caplog.records[-1].levelname == "ERROR"  # a new incident
+
+
+async def test_a_connection_redis_closed_is_tried_again_once_and_pauses_nothing(monkeypatch, clock, caplog):
+    # What the first publish after a Redis restart meets: the pooled connection is gone.
+    layer = FailingLayer(redis.ConnectionError("Connection closed by server."), None, None)
+    use(monkeypatch, layer)
+
+    assert await events.group_send("room.1", {"type": "chat.member", "text": "{}"}) is True
+    assert await events.group_send("room.2", {"type": "chat.member", "text": "{}"}) is True
+    assert (layer.sent, caplog.records) == (["room.1", "room.2"], [])
+
+
+async def test_sends_waiting_behind_a_send_that_times_out_are_skipped_not_each_timed_out(monkeypatch, caplog):
+    asked = []
+
+    class HangingLayer:
+        async def group_send(self, group, message):
+            asked.append(group)
+            await asyncio.sleep(0.2)  # the socket timeout
+            raise redis.TimeoutError("Timeout reading")
+
+    use(monkeypatch, HangingLayer())
+
+    results = await asyncio.gather(
+        *(events.group_send(f"room.{n}", {"type": "chat.member", "text": "{}"}) for n in range(8))
+    )
+
+    assert (results, asked) == ([False] * 8, ["room.0"])
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
 
 
 async def test_a_failure_that_is_no_outage_is_logged_and_does_not_pause(monkeypatch, clock, caplog):

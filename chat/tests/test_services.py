@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
@@ -623,6 +624,23 @@ def test_archiving_through_a_stale_instance_reads_the_room_as_stored_and_records
         "room_archive",
         "room_unarchive",
     ]
+    gone = Room.objects.get(pk=general.pk)
+    Room.objects.filter(pk=general.pk).delete()
+    assert (services.room_archive(room=gone), services.room_unarchive(room=gone)) == (False, False)
+
+
+@pytest.mark.django_db
+def test_ban_and_archive_lock_the_row_they_read(general):
+    from accounts.services import user_ban
+
+    user = UserFactory()
+    with CaptureQueriesContext(connection) as queries:
+        user_ban(user=user)
+        services.room_archive(room=general)
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    locked = [sql for sql in reads if sql.rstrip().endswith("FOR UPDATE")]
+    # SQLite has no row locks (its IMMEDIATE transactions take the write lock at BEGIN).
+    assert len(locked) == (2 if connection.features.has_select_for_update else 0)
 
 
 @pytest.mark.django_db

@@ -3,10 +3,13 @@
 import json
 import logging
 import re
+import sqlite3
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from types import SimpleNamespace
 
+import psycopg
+import psycopg_pool
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib import admin
@@ -666,6 +669,24 @@ def test_every_operation_with_a_body_lists_the_415_it_answers_to_another_media_t
     assert (response.status_code, list(response.json())) == (415, ["detail"])
 
 
+def test_every_json_operation_lists_the_503_it_answers_while_the_database_cannot_be_reached(schema):
+    answers = {
+        (path, method): op["responses"]["503"]
+        for path, ops in schema["paths"].items()
+        for method, op in ops.items()
+        if "503" in op["responses"]
+    }
+    assert sorted(answers) == sorted(
+        (path, method) for path, methods in CONTRACT_OPERATIONS.items() for method in methods
+    )
+    own = {"/healthz", "/ws-ticket"}  # a 503 of their own: the health report; tickets' store unavailable
+    for (path, _), answer in answers.items():
+        reference = answer["content"]["application/json"]["schema"]["$ref"]
+        assert reference == ("#/components/schemas/Health" if path == "/healthz" else "#/components/schemas/Error")
+        if path not in own:
+            assert answer["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+
+
 def test_every_json_operation_lists_the_406_it_answers_to_an_accept_header_without_json(auth_client, schema):
     listed = sorted((path, method) for path, ops in schema["paths"].items() for method, op in ops.items())
     assert listed == sorted((path, method) for path, methods in CONTRACT_OPERATIONS.items() for method in methods)
@@ -827,7 +848,29 @@ def test_unexpected_exception_is_a_json_500(api_client, monkeypatch):
     assert response.json() == {"detail": "Internal server error."}
 
 
-@pytest.mark.parametrize("error", [OperationalError("connection refused"), InterfaceError("connection already closed")])
+def django_error(cause: Exception, kind=OperationalError) -> Exception:
+    """As Django raises a driver's error: its own class, the driver's error as the cause."""
+    error = kind(str(cause))
+    error.__cause__ = cause
+    return error
+
+
+UNREACHABLE = [
+    django_error(psycopg.OperationalError("connection failed: Connection refused")),
+    django_error(psycopg_pool.PoolTimeout("couldn't get a connection after 10.00 sec")),
+    django_error(psycopg.errors.AdminShutdown("terminating connection due to administrator command")),
+    django_error(psycopg.errors.TooManyConnections("sorry, too many clients already")),
+    django_error(sqlite3.OperationalError("database is locked")),
+    django_error(psycopg.InterfaceError("the connection is closed"), InterfaceError),
+]
+NOT_AN_OUTAGE = [
+    django_error(sqlite3.OperationalError("no such table: chat_message")),
+    django_error(psycopg.errors.DiskFull("could not extend file")),
+    django_error(psycopg.errors.DeadlockDetected("deadlock detected")),
+]
+
+
+@pytest.mark.parametrize("error", UNREACHABLE, ids=lambda e: type(e.__cause__).__name__)
 def test_a_database_that_cannot_be_reached_is_a_json_503_to_retry(auth_client, general, monkeypatch, caplog, error):
     def unreachable(**kwargs):
         raise error
@@ -843,6 +886,22 @@ def test_a_database_that_cannot_be_reached_is_a_json_503_to_retry(auth_client, g
         caplog.record_tuples
     )
     assert not [r for r in caplog.records if r.exc_info]  # an outage, not a crash: no traceback
+
+
+@pytest.mark.parametrize("error", NOT_AN_OUTAGE, ids=lambda e: type(e.__cause__).__name__)
+def test_a_database_error_that_retrying_would_not_mend_stays_a_500_with_its_traceback(
+    auth_client, general, monkeypatch, caplog, error
+):
+    def failing(**kwargs):
+        raise error
+
+    monkeypatch.setattr("chat.selectors.message_list", failing)
+    auth_client.raise_request_exception = False
+
+    response = auth_client.get("/messages/general")
+
+    assert (response.status_code, response.json()) == (500, {"detail": "Internal server error."})
+    assert [r.exc_info[1] for r in caplog.records if r.exc_info] == [error]
 
 
 def test_unexpected_exception_in_an_authenticated_view_is_a_json_500(auth_client, general, monkeypatch):

@@ -242,6 +242,9 @@
     archivedRooms.clear();
     $("room-form").reset();
     $("room-error").textContent = "";
+    $("new-room-name").removeAttribute("aria-invalid");
+    $("new-room-title").removeAttribute("aria-invalid");
+    $("create-room").disabled = false; // a creation still on the wire belongs to the session that ended
     $("new-room").open = false;
   }
 
@@ -368,7 +371,12 @@
       count.dataset.room = room.name;
       count.setAttribute("aria-hidden", "true");
       item.append(button, count);
-      if (room.archived) item.append(el("span", "room-archived", "archived"));
+      if (room.archived) {
+        const badge = el("span", "room-archived", "archived");
+        badge.id = `archived-${list.children.length}`;
+        button.setAttribute("aria-describedby", badge.id); // read with the name when tabbing through the list
+        item.append(badge);
+      }
       if (room.title) item.title = room.title;
       list.append(item);
       if (room.name === focused) button.focus();
@@ -392,6 +400,7 @@
     const title = $("new-room-title").value.trim();
     $("room-error").textContent = "";
     $("new-room-name").removeAttribute("aria-invalid");
+    $("new-room-title").removeAttribute("aria-invalid");
     if (!name) {
       $("room-error").textContent = "Enter a name for the room.";
       $("new-room-name").setAttribute("aria-invalid", "true");
@@ -412,7 +421,9 @@
         loadRooms(); // the list with the new room in it
       } else {
         $("room-error").textContent = describeErrors(result.data, result.status);
-        if (result.data && "name" in result.data) $("new-room-name").setAttribute("aria-invalid", "true");
+        const fields = result.data && typeof result.data === "object" ? result.data : {};
+        if ("name" in fields) $("new-room-name").setAttribute("aria-invalid", "true");
+        if ("title" in fields) $("new-room-title").setAttribute("aria-invalid", "true");
       }
     } catch (e) {
       if (started === epoch) $("room-error").textContent = "The server cannot be reached. Try again.";

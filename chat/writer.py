@@ -34,8 +34,10 @@ _thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-writer")
 # After a batch found no database to connect to, the batches of this long are refused at once
 # instead of each waiting for a connection (DATABASE_POOL_TIMEOUT): a socket's next frame is read
 # only once its send is answered, so waiting per message stopped the socket reading at all, its
-# pings included, and clients gave up on it.
+# pings included, and clients gave up on it. A batch is still stored meanwhile when a connection can
+# be had within PROBE_SECONDS: the database came back and the pool has connected again.
 DATABASE_PAUSE_SECONDS = 5.0
+PROBE_SECONDS = 0.05
 
 
 class DatabaseUnavailable(Exception):
@@ -71,10 +73,25 @@ def _write(requests: list[services.MessageRequest]) -> list:
         raise
 
 
+def _connection_at_once() -> bool:
+    """Whether a connection can be had without waiting: the one kept, SQLite's (opening one does not
+    wait), or one the pool has (asking starts a new connection attempt if it has none)."""
+    pool = getattr(connection, "pool", None)
+    if connection.connection is not None or pool is None:
+        return True
+    try:
+        pool.open()  # as Django does before its first connection; no-op once open
+        pooled = pool.getconn(timeout=PROBE_SECONDS)
+    except Exception:
+        return False
+    pool.putconn(pooled)
+    return True
+
+
 def _write_unless_paused(requests: list[services.MessageRequest]) -> list:
     """_write, or every request refused at once while a database outage is paused on; never raises."""
     outage = _Outage
-    if time.monotonic() < outage.paused_until:
+    if time.monotonic() < outage.paused_until and not _connection_at_once():
         outage.refused += len(requests)
         return [DatabaseUnavailable("the database was unavailable moments ago")] * len(requests)
     try:

@@ -391,6 +391,36 @@ async def test_with_no_database_to_connect_to_sends_are_refused_at_once_for_a_wh
         return real_ensure(self)
 
     monkeypatch.setattr(backend, "ensure_connection", ensure)
+    probes = []
+
+    class Pool:
+        """The pool as the writer's thread sees it: no connection while the database is down; PostgreSQL's
+        own pool behind it when there is one."""
+
+        def __init__(self, real):
+            self.real = real
+
+        def open(self):
+            if self.real is not None:
+                self.real.open()
+
+        def getconn(self, timeout=None):
+            probes.append(timeout)
+            if down[0]:
+                raise OperationalError(f"couldn't get a connection after {timeout:.2f} sec")
+            return self.real.getconn(timeout) if self.real is not None else "pooled"
+
+        def putconn(self, pooled):
+            if self.real is not None:
+                self.real.putconn(pooled)
+
+    real_pool = getattr(backend, "pool", None)  # a property on PostgreSQL's backend, absent on SQLite's
+
+    def pool(self):
+        real = real_pool.__get__(self) if real_pool is not None else None
+        return Pool(real) if threading.current_thread().name.startswith("chat-writer") else real
+
+    monkeypatch.setattr(backend, "pool", property(pool), raising=False)
     now = [1000.0]
     monkeypatch.setattr(writer, "time", SimpleNamespace(monotonic=lambda: now[0]))
     caplog.set_level(logging.WARNING, logger="chat.writer")
@@ -404,11 +434,11 @@ async def test_with_no_database_to_connect_to_sends_are_refused_at_once_for_a_wh
     assert await refused("tried") == "connection refused"
     now[0] += writer.DATABASE_PAUSE_SECONDS - 0.1
     assert await refused("not tried") == "the database was unavailable moments ago"
-    assert len(attempts) == 1
+    assert (len(attempts), probes) == (1, [writer.PROBE_SECONDS])  # asked the pool, without waiting
     now[0] += 0.2
     assert await refused("tried again") == "connection refused"
     assert len(attempts) == 2
-    now[0] += writer.DATABASE_PAUSE_SECONDS
+    now[0] += 1  # still paused, but the database is back and the pool has a connection: stored at once
     down[0] = False
     result = await the_writer.create(room=room, user=alice, content="stored")
 

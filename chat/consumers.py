@@ -297,11 +297,9 @@ class RoomConsumer(RoomDelivery, AsyncWebsocketConsumer):
                 "rate_limited", "Too many messages; wait before sending again.", client_id, retry_after=exc.seconds
             )
             return
-        except DatabaseUnavailable:  # logged by the writer, once per outage
-            await self.send_error("unavailable", "The message could not be stored; send it again.", client_id)
-            return
-        except Exception:
-            logger.error("message from user %s in room %s not stored", self.user.pk, self.room.name, exc_info=True)
+        except Exception as exc:
+            if not isinstance(exc, DatabaseUnavailable):  # that one is logged by the writer, once per outage
+                logger.error("message from user %s in room %s not stored", self.user.pk, self.room.name, exc_info=True)
             await self.send_error("unavailable", "The message could not be stored; send it again.", client_id)
             return
         await self.acknowledge(result)

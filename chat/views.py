@@ -78,9 +78,8 @@ class RoomListView(APIView):
             )
         except services.RoomRejected as exc:
             raise ValidationError({exc.field: [exc.detail]}) from exc
-        return Response(
-            {"name": room.name, "title": room.title, "online": 0, "archived": False}, status=status.HTTP_201_CREATED
-        )
+        body = selectors.room_object(name=room.name, title=room.title, online=0, archived_at=room.archived_at)
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class MessagesView(APIView):

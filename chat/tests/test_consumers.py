@@ -22,7 +22,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import User
 from accounts.services import user_set_active
-from chat import events, services
+from chat import events, services, writer
 from chat.consumers import RoomConsumer
 from chat.frames import text_frame
 from chat.hub import hub
@@ -371,6 +371,32 @@ async def test_frame_over_64_kib_closes_4009_and_stores_nothing(sockets, alice, 
     assert await sender.receive_output() == CLOSE_FRAME_TOO_LARGE
     assert await stored() == []
     assert await silent(sender, listener)
+
+
+@pytest.mark.parametrize(
+    ("failure", "logged_by_the_socket"),
+    [(writer.DatabaseUnavailable("connection refused"), False), (RuntimeError("a bug"), True)],
+    ids=["no-database", "crash"],
+)
+async def test_a_send_the_writer_could_not_store_is_refused_as_unavailable_and_the_socket_goes_on(
+    sockets, alice, monkeypatch, caplog, failure, logged_by_the_socket
+):
+    communicator = await enter(sockets, alice)
+    real = writer._write
+    monkeypatch.setattr(writer, "_write", lambda requests: (_ for _ in ()).throw(failure))
+
+    await communicator.send_json_to({"type": "message", "content": "lost", "client_id": "c-1"})
+
+    assert await receive(communicator) == error_event("unavailable", "c-1")
+    # No database: the writer logs the outage once; each refused message is not an ERROR of its own.
+    assert [r.name for r in caplog.records if r.levelname == "ERROR"] == (
+        ["chat.ws"] if logged_by_the_socket else ["chat.writer"]
+    )
+    monkeypatch.setattr(writer, "_write", real)
+    monkeypatch.setattr(writer._Outage, "paused_until", 0.0)
+    await communicator.send_json_to({"type": "message", "content": "kept", "client_id": "c-2"})
+    assert await receive(communicator) == message_event(await get_message(content="kept"))
+    caplog.clear()  # the errors above are the server's own, made on purpose: not a client's doing
 
 
 async def test_frame_of_exactly_64_kib_is_not_closed(sockets, alice):
